@@ -1,0 +1,52 @@
+//! Adapter formats for skillpack: reading PEFT LoRA / rsLoRA / AdaLoRA adapters and GGUF files,
+//! and converting PEFT adapters into GGUF LoRA adapters that llama.cpp applies exactly as PEFT
+//! does.
+//!
+//! * [`PeftAdapter::load`] reads `adapter_config.json` + `adapter_model.safetensors`, refusing
+//!   what cannot be represented (DoRA, `modules_to_save`, LoRA biases, embedding LoRA).
+//! * [`GgufInfo::open`] reads a GGUF header (model or adapter) and validates its tensor table.
+//! * [`convert`] maps PEFT tensors to llama.cpp names, applies PEFT's per-module scale
+//!   (`lora_alpha`, `alpha_pattern`, `rank_pattern`, `use_rslora`, AdaLoRA's `E` and
+//!   `lora_alpha / (init_r + 1e-5)`), permutes q/k rows as llama.cpp's HF converter does, checks
+//!   every shape against the base model and returns a GGUF image.
+//! * [`inspect`] describes a model, a GGUF adapter or a PEFT directory.
+
+mod convert;
+mod error;
+mod gguf;
+mod inspect;
+mod peft;
+
+pub use candle_core::quantized::gguf_file::Value as GgufValue;
+pub use convert::{convert, ConvertOptions, ConvertReport, ConvertedAdapter, OutType};
+pub use error::ConvertError;
+pub use gguf::{write_atomic, GgufInfo, GgufTensor};
+pub use inspect::{inspect, Fit, InspectReport, Kind};
+pub use peft::{Matrix, PeftAdapter, PeftConfig, PeftKind, PeftModule};
+
+/// Result alias for this crate.
+pub type Result<T, E = ConvertError> = std::result::Result<T, E>;
+
+/// Maps a Hugging Face projection name to llama.cpp's tensor name stem.
+pub fn gguf_module_name(hf_projection: &str) -> Option<&'static str> {
+    Some(match hf_projection {
+        "q_proj" => "attn_q",
+        "k_proj" => "attn_k",
+        "v_proj" => "attn_v",
+        "o_proj" => "attn_output",
+        "gate_proj" => "ffn_gate",
+        "up_proj" => "ffn_up",
+        "down_proj" => "ffn_down",
+        _ => return None,
+    })
+}
+
+/// Architectures the converter supports, and whether llama.cpp's HF converter permutes the
+/// q/k projection rows for them (the llama family stores q/k for its interleaved RoPE).
+pub fn architecture_permutes_qk(architecture: &str) -> Option<bool> {
+    match architecture {
+        "llama" => Some(true),
+        "qwen2" | "qwen3" => Some(false),
+        _ => None,
+    }
+}

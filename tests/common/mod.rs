@@ -1,0 +1,151 @@
+//! Shared helpers for the integration tests: where the fixtures and the default model are,
+//! reading reference logits, and comparing vectors.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
+
+/// Repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/fixtures` (or `$SKILLPACK_FIXTURES`). Panics with a clear message when absent:
+/// the parity tests must not silently pass without their oracle.
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("SKILLPACK_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/fixtures"));
+    assert!(
+        dir.join("prompts.json").is_file(),
+        "fixtures not found at {} (set SKILLPACK_FIXTURES)",
+        dir.display()
+    );
+    dir
+}
+
+/// The default model installed by scripts/setup.sh (or `$SKILLPACK_MODEL`).
+pub fn default_model() -> PathBuf {
+    let p = std::env::var_os("SKILLPACK_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    assert!(
+        p.is_file(),
+        "default model not found at {} (run scripts/setup.sh)",
+        p.display()
+    );
+    p
+}
+
+/// Token ids of the fixture prompts.
+pub fn prompt_ids() -> Vec<Vec<i32>> {
+    let text = std::fs::read_to_string(fixtures().join("prompts.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_i64().unwrap() as i32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Reference logits file: `prompt{i}.last` (f32) and `prompt{i}.argmax` (i64).
+pub struct RefLogits {
+    bytes: Vec<u8>,
+}
+
+impl RefLogits {
+    pub fn open(path: PathBuf) -> Self {
+        RefLogits {
+            bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
+    }
+
+    pub fn last(&self, prompt: usize) -> Vec<f32> {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(&format!("prompt{prompt}.last")).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::F32);
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    pub fn argmax(&self, prompt: usize) -> Vec<i64> {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(&format!("prompt{prompt}.argmax")).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::I64);
+        t.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    ab / (aa.sqrt() * bb.sqrt())
+}
+
+pub fn sub(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x - y).collect()
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn load_model(path: &std::path::Path) -> Model {
+    Model::load(Backend::get(), path, &ModelParams::default()).unwrap()
+}
+
+pub fn new_context(model: &Model) -> Context<'_> {
+    Context::new(
+        model,
+        &ContextParams {
+            n_ctx: 256,
+            n_batch: 256,
+            n_threads: Some(2),
+            embeddings: false,
+        },
+    )
+    .unwrap()
+}
+
+/// Logits at the last position of `ids`, from a fresh KV cache.
+pub fn last_logits(ctx: &mut Context<'_>, ids: &[i32]) -> Vec<f32> {
+    ctx.clear_memory();
+    ctx.eval(ids, 0, false).unwrap();
+    ctx.logits(-1).unwrap().to_vec()
+}
+
+/// Resident set size of this process in bytes.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
