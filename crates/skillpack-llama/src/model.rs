@@ -44,6 +44,15 @@ unsafe impl Send for Model {}
 // SAFETY: see above.
 unsafe impl Sync for Model {}
 
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.path)
+            .field("architecture", &self.architecture)
+            .finish()
+    }
+}
+
 impl Drop for Model {
     fn drop(&mut self) {
         // SAFETY: borrowck guarantees no context or adapter of this model is alive.
