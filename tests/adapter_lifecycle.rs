@@ -14,7 +14,9 @@ fn tiny_adapter_bytes() -> Vec<u8> {
     let fx = fixtures();
     let peft = PeftAdapter::load(&fx.join("adalora-trace/final-adapter")).unwrap();
     let base = GgufInfo::open(&fx.join("tiny-llama/tiny-llama-f32.gguf")).unwrap();
-    skillpack_convert::convert(&peft, &base, &ConvertOptions::default()).unwrap().gguf
+    skillpack_convert::convert(&peft, &base, &ConvertOptions::default())
+        .unwrap()
+        .gguf
 }
 
 #[test]
@@ -56,14 +58,19 @@ fn path_offset_and_memory_loads_are_equivalent() {
     // Scale 0 is the base model exactly; a repeated adapter has its scales summed.
     ctx.set_adapters(&[(&from_path, 0.0)]).unwrap();
     assert_eq!(last_logits(&mut ctx, ids), base);
-    ctx.set_adapters(&[(&from_path, 1.5), (&from_path, 1.5)]).unwrap();
+    ctx.set_adapters(&[(&from_path, 1.5), (&from_path, 1.5)])
+        .unwrap();
     assert_eq!(last_logits(&mut ctx, ids), results[0]);
     // Two different adapters at 1.5 each equal one at 3.0 (same weights).
-    ctx.set_adapters(&[(&from_path, 1.5), (&from_memory, 1.5)]).unwrap();
+    ctx.set_adapters(&[(&from_path, 1.5), (&from_memory, 1.5)])
+        .unwrap();
     // Equal up to rounding (the f16 KV cache rounds differently ordered sums): compare deltas.
     let split = last_logits(&mut ctx, ids);
     let cos = cosine(&sub(&split, &base), &sub(&results[0], &base));
-    println!("two adapters at 1.5 vs one at 3.0: delta cosine {cos:.6}, max |diff| {:.2e}", max_abs_diff(&split, &results[0]));
+    println!(
+        "two adapters at 1.5 vs one at 3.0: delta cosine {cos:.6}, max |diff| {:.2e}",
+        max_abs_diff(&split, &results[0])
+    );
     assert!(cos > 0.9999, "{cos}");
 }
 
@@ -79,10 +86,18 @@ fn an_adapter_set_on_a_context_outlives_its_handle() {
     assert_eq!(adapter.strong_count(), 2, "the context holds a handle");
     drop(adapter); // not freed: still set on the context
     assert_eq!(last_logits(&mut ctx, ids), expected);
-    let (held, scale) = ctx.active_adapters().next().map(|(a, s)| (a.clone(), s)).unwrap();
+    let (held, scale) = ctx
+        .active_adapters()
+        .next()
+        .map(|(a, s)| (a.clone(), s))
+        .unwrap();
     assert_eq!(scale, 2.0);
     ctx.clear_adapters().unwrap();
-    assert_eq!(held.strong_count(), 1, "cleared from the context; freed when `held` drops");
+    assert_eq!(
+        held.strong_count(),
+        1,
+        "cleared from the context; freed when `held` drops"
+    );
 }
 
 /// Loads 12 adapters (path, offset, memory), sets them with 12 scales in one call, decodes,
@@ -108,7 +123,11 @@ fn thousand_load_set_free_cycles_keep_rss_flat() {
                 _ => LoraAdapter::load_from_bytes(&model, bytes.clone(), "mem").unwrap(),
             })
             .collect();
-        let scaled: Vec<(&LoraAdapter, f32)> = adapters.iter().enumerate().map(|(k, a)| (a, 0.1 + k as f32 * 0.05)).collect();
+        let scaled: Vec<(&LoraAdapter, f32)> = adapters
+            .iter()
+            .enumerate()
+            .map(|(k, a)| (a, 0.1 + k as f32 * 0.05))
+            .collect();
         assert!(ctx.set_adapters(&scaled).unwrap());
         ctx.eval(ids, 0, false).unwrap();
         assert!(ctx.logits(-1).unwrap().iter().all(|x| x.is_finite()));

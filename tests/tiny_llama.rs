@@ -8,7 +8,15 @@ use common::*;
 fn tiny_llama_logits_match_pytorch() {
     let fx = fixtures().join("tiny-llama");
     let model = load_model(&fx.join("tiny-llama-f32.gguf"));
-    assert_eq!((model.n_layer(), model.n_embd(), model.n_head(), model.n_head_kv()), (2, 64, 4, 2));
+    assert_eq!(
+        (
+            model.n_layer(),
+            model.n_embd(),
+            model.n_head(),
+            model.n_head_kv()
+        ),
+        (2, 64, 4, 2)
+    );
     assert_eq!(model.n_vocab(), 49152);
     let reference = RefLogits::open(fx.join("logits_base.safetensors"));
     let mut ctx = new_context(&model);
@@ -21,8 +29,15 @@ fn tiny_llama_logits_match_pytorch() {
         let ours: Vec<i64> = (0..ids.len())
             .map(|t| argmax(ctx.logits(t as i32).unwrap()) as i64)
             .collect();
-        let agree = ours.iter().zip(reference.argmax(i)).filter(|(a, b)| **a == *b).count();
-        println!("prompt{i}: max |diff| {diff:.2e}, argmax agrees at {agree}/{} positions", ids.len());
+        let agree = ours
+            .iter()
+            .zip(reference.argmax(i))
+            .filter(|(a, b)| **a == *b)
+            .count();
+        println!(
+            "prompt{i}: max |diff| {diff:.2e}, argmax agrees at {agree}/{} positions",
+            ids.len()
+        );
         assert!(diff <= 1e-2, "prompt{i}: max |diff| {diff}");
         assert_eq!(agree, ids.len(), "prompt{i}: argmax differs");
     }
@@ -34,7 +49,12 @@ fn tokenizer_and_chat_template_come_from_the_gguf() {
     let ids = prompt_ids();
     let text = std::fs::read_to_string(fixtures().join("prompts.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let prompts: Vec<String> = v["prompts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().into()).collect();
+    let prompts: Vec<String> = v["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().into())
+        .collect();
     for (p, expected) in prompts.iter().zip(&ids) {
         // The fixture ids came from the GGUF's tokenizer; special tokens are parsed.
         assert_eq!(&model.tokenize(p, false, true).unwrap(), expected, "{p:?}");
