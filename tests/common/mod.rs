@@ -131,6 +131,7 @@ pub fn new_context(model: &Model) -> Context<'_> {
             n_batch: 256,
             n_threads: Some(2),
             embeddings: false,
+            kv_f32: false,
         },
     )
     .unwrap()

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::GgmlDType;
 
+use crate::lora_gguf::{write_lora_gguf, LoraPair};
 use crate::peft::{Matrix, PeftAdapter};
 use crate::{architecture_permutes_qk, gguf_module_name, ConvertError, GgufInfo, Result};
 
@@ -35,7 +35,7 @@ impl std::str::FromStr for OutType {
 }
 
 impl OutType {
-    fn ggml(self) -> GgmlDType {
+    pub(crate) fn ggml(self) -> GgmlDType {
         match self {
             OutType::F32 => GgmlDType::F32,
             OutType::F16 => GgmlDType::F16,
@@ -103,7 +103,7 @@ impl ConvertedAdapter {
 /// layout to llama.cpp's interleaved one, as llama.cpp's HF converter does to q/k weights:
 /// view as [n_head, 2, head_dim/2, cols] and swap the middle axes.
 fn permute_rows(m: &Matrix, n_head: usize) -> Option<Matrix> {
-    if n_head == 0 || m.rows % (n_head * 2) != 0 {
+    if n_head == 0 || !m.rows.is_multiple_of(n_head * 2) {
         return None;
     }
     let half = m.rows / n_head / 2;
@@ -123,13 +123,6 @@ fn permute_rows(m: &Matrix, n_head: usize) -> Option<Matrix> {
         cols: m.cols,
         data: out,
     })
-}
-
-struct Pair {
-    name: String,
-    a: Matrix,
-    b: Matrix,
-    scale: f64,
 }
 
 /// Converts `peft` into a GGUF LoRA adapter for `base`, checking every tensor against it.
@@ -162,6 +155,7 @@ pub fn convert(
     let weights = peft.dir.join("adapter_model.safetensors");
 
     let mut pairs = Vec::with_capacity(peft.modules.len());
+    let mut scales = Vec::with_capacity(peft.modules.len());
     let mut dropped = 0;
     for module in &peft.modules {
         let r = module.a.rows;
@@ -225,12 +219,8 @@ pub fn convert(
             })?,
             None => module.b.clone(),
         };
-        pairs.push(Pair {
-            name,
-            a,
-            b,
-            scale: peft.module_scale(module)?,
-        });
+        pairs.push(LoraPair { name, a, b });
+        scales.push(peft.module_scale(module)?);
     }
     if pairs.is_empty() {
         return Err(ConvertError::Unsupported {
@@ -243,42 +233,20 @@ pub fn convert(
     // when it reproduces every module's scale exactly; otherwise fold the scales into lora_b.
     let alphas: Vec<f32> = pairs
         .iter()
-        .map(|p| (p.scale * p.a.rows as f64) as f32)
+        .zip(&scales)
+        .map(|(p, s)| (s * p.a.rows as f64) as f32)
         .collect();
     let uniform = alphas.iter().all(|a| a.to_bits() == alphas[0].to_bits())
         && pairs
             .iter()
-            .all(|p| (alphas[0] / p.a.rows as f32) as f64 == (p.scale as f32) as f64);
+            .zip(&scales)
+            .all(|(p, s)| alphas[0] / p.a.rows as f32 == *s as f32);
     let alpha = if uniform { alphas[0] } else { 0.0 };
     if !uniform {
-        for p in &mut pairs {
-            let s = p.scale as f32;
+        for (p, s) in pairs.iter_mut().zip(&scales) {
+            let s = *s as f32;
             p.b.data.iter_mut().for_each(|x| *x *= s);
         }
-    }
-
-    let mut qtensors = Vec::with_capacity(pairs.len() * 2);
-    let mut f16_fallbacks = 0;
-    let quantize = |m: &Matrix, fallbacks: &mut usize| -> Result<QTensor> {
-        let mut dtype = options.outtype.ggml();
-        if dtype == GgmlDType::Q8_0 && m.cols % dtype.block_size() != 0 {
-            dtype = GgmlDType::F16;
-            *fallbacks += 1;
-        }
-        let t = Tensor::from_slice(&m.data, (m.rows, m.cols), &Device::Cpu)
-            .and_then(|t| QTensor::quantize(&t, dtype))
-            .map_err(|e| base_err(format!("quantizing: {e}")))?;
-        Ok(t)
-    };
-    for p in &pairs {
-        qtensors.push((
-            format!("{}.lora_a", p.name),
-            quantize(&p.a, &mut f16_fallbacks)?,
-        ));
-        qtensors.push((
-            format!("{}.lora_b", p.name),
-            quantize(&p.b, &mut f16_fallbacks)?,
-        ));
     }
 
     let name = options.name.clone().unwrap_or_else(|| {
@@ -288,38 +256,25 @@ pub fn convert(
             .unwrap_or_else(|| "adapter".into())
     });
     let fingerprint = base.fingerprint();
-    let mut metadata: Vec<(&str, Value)> = vec![
-        ("general.architecture", Value::String(arch.clone())),
-        ("general.type", Value::String("adapter".into())),
-        ("adapter.type", Value::String("lora".into())),
-        ("adapter.lora.alpha", Value::F32(alpha)),
-        ("general.name", Value::String(name)),
-        ("general.quantization_version", Value::U32(2)),
+    let mut metadata: Vec<(String, Value)> = vec![
+        ("general.name".into(), Value::String(name)),
         (
-            "skillpack.source_format",
+            "skillpack.source_format".into(),
             Value::String(peft.kind.source_format().into()),
         ),
         (
-            "skillpack.base_fingerprint",
+            "skillpack.base_fingerprint".into(),
             Value::String(fingerprint.clone()),
-        ),
-        (
-            "skillpack.converter",
-            Value::String(format!("skillpack {}", env!("CARGO_PKG_VERSION"))),
         ),
     ];
     if let Some(b) = &peft.config.base_model_name_or_path {
-        metadata.push(("skillpack.base_model", Value::String(b.clone())));
+        metadata.push(("skillpack.base_model".into(), Value::String(b.clone())));
     }
     if let Some(v) = &peft.config.peft_version {
-        metadata.push(("skillpack.peft_version", Value::String(v.clone())));
+        metadata.push(("skillpack.peft_version".into(), Value::String(v.clone())));
     }
-    let md_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut cursor = std::io::Cursor::new(Vec::new());
-    gguf_file::write(&mut cursor, &md_refs, &t_refs)
-        .map_err(|e| base_err(format!("writing GGUF: {e}")))?;
-    let gguf = cursor.into_inner();
+    let written = write_lora_gguf(&arch, alpha, &pairs, options.outtype, &metadata)?;
+    let (gguf, f16_fallbacks) = (written.bytes, written.f16_fallbacks);
 
     let ranks = pairs.iter().map(|p| p.a.rows);
     let report = ConvertReport {

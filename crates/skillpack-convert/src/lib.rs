@@ -15,6 +15,7 @@ mod convert;
 mod error;
 mod gguf;
 mod inspect;
+mod lora_gguf;
 mod peft;
 
 pub use candle_core::quantized::gguf_file::Value as GgufValue;
@@ -22,6 +23,7 @@ pub use convert::{convert, ConvertOptions, ConvertReport, ConvertedAdapter, OutT
 pub use error::ConvertError;
 pub use gguf::{write_atomic, GgufInfo, GgufTensor};
 pub use inspect::{inspect, Fit, InspectReport, Kind};
+pub use lora_gguf::{write_lora_gguf, LoraFile, LoraImage, LoraPair};
 pub use peft::{Matrix, PeftAdapter, PeftConfig, PeftKind, PeftModule};
 
 /// Result alias for this crate.

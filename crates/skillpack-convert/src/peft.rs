@@ -99,6 +99,9 @@ pub struct PeftAdapter {
     pub modules: Vec<PeftModule>,
     /// dtype of each stored tensor kind, e.g. `F32`.
     pub dtypes: Vec<String>,
+    /// `rank_pattern` / `alpha_pattern` keys compiled once, in key order.
+    rank_patterns: Vec<(regex::Regex, Json)>,
+    alpha_patterns: Vec<(regex::Regex, Json)>,
 }
 
 fn config_err(path: &Path, field: &str, reason: impl Into<String>) -> ConvertError {
@@ -109,27 +112,35 @@ fn config_err(path: &Path, field: &str, reason: impl Into<String>) -> ConvertErr
     }
 }
 
-/// The PEFT pattern key matching `module_path`, as PEFT matches `rank_pattern`/`alpha_pattern`:
-/// the key is a regular expression that must match a dotted suffix of the path.
-pub(crate) fn pattern_match<'a>(
-    patterns: &'a BTreeMap<String, Json>,
-    module_path: &str,
+/// Compiles PEFT's `rank_pattern`/`alpha_pattern` keys the way PEFT matches them: each key is
+/// a regular expression that must match a dotted suffix of the module path.
+fn compile_patterns(
+    patterns: Option<&BTreeMap<String, Json>>,
     config_path: &Path,
     field: &str,
-) -> Result<Option<&'a Json>> {
-    for (key, value) in patterns {
-        let re = regex::Regex::new(&format!(r"^(?:.*\.)?(?:{key})$")).map_err(|e| {
-            config_err(
-                config_path,
-                field,
-                format!("pattern `{key}` is not a valid regex: {e}"),
-            )
-        })?;
-        if re.is_match(module_path) {
-            return Ok(Some(value));
-        }
-    }
-    Ok(None)
+) -> Result<Vec<(regex::Regex, Json)>> {
+    patterns
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| {
+            regex::Regex::new(&format!(r"^(?:.*\.)?(?:{key})$"))
+                .map(|re| (re, value.clone()))
+                .map_err(|e| {
+                    config_err(
+                        config_path,
+                        field,
+                        format!("pattern `{key}` is not a valid regex: {e}"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn pattern_match<'a>(patterns: &'a [(regex::Regex, Json)], module_path: &str) -> Option<&'a Json> {
+    patterns
+        .iter()
+        .find(|(re, _)| re.is_match(module_path))
+        .map(|(_, v)| v)
 }
 
 impl PeftAdapter {
@@ -351,12 +362,21 @@ impl PeftAdapter {
             ));
         }
         modules.sort_by(|x, y| (x.layer, &x.projection).cmp(&(y.layer, &y.projection)));
+        let (rank_patterns, alpha_patterns) = match kind {
+            PeftKind::AdaLora => (Vec::new(), Vec::new()),
+            _ => (
+                compile_patterns(config.rank_pattern.as_ref(), &config_path, "rank_pattern")?,
+                compile_patterns(config.alpha_pattern.as_ref(), &config_path, "alpha_pattern")?,
+            ),
+        };
         Ok(PeftAdapter {
             dir: dir.into(),
             config,
             kind,
             modules,
             dtypes: dtypes.into_iter().collect(),
+            rank_patterns,
+            alpha_patterns,
         })
     }
 
@@ -393,42 +413,34 @@ impl PeftAdapter {
                 Ok((scaling / (init_r + 1e-5)) as f64)
             }
             PeftKind::Lora | PeftKind::RsLora => {
-                if let Some(patterns) = &self.config.rank_pattern {
-                    if let Some(v) =
-                        pattern_match(patterns, &module.path, &config_path, "rank_pattern")?
-                    {
-                        let expected = v.as_u64().ok_or_else(|| {
-                            config_err(
-                                &config_path,
-                                "rank_pattern",
-                                format!("value for `{}` is not an integer", module.path),
-                            )
-                        })?;
-                        if expected as usize != r {
-                            return Err(config_err(
-                                &config_path,
-                                "rank_pattern",
-                                format!(
-                                    "gives rank {expected} for `{}` but its tensors have rank {r}",
-                                    module.path
-                                ),
-                            ));
-                        }
+                if let Some(v) = pattern_match(&self.rank_patterns, &module.path) {
+                    let expected = v.as_u64().ok_or_else(|| {
+                        config_err(
+                            &config_path,
+                            "rank_pattern",
+                            format!("value for `{}` is not an integer", module.path),
+                        )
+                    })?;
+                    if expected as usize != r {
+                        return Err(config_err(
+                            &config_path,
+                            "rank_pattern",
+                            format!(
+                                "gives rank {expected} for `{}` but its tensors have rank {r}",
+                                module.path
+                            ),
+                        ));
                     }
                 }
                 let mut alpha_m = alpha;
-                if let Some(patterns) = &self.config.alpha_pattern {
-                    if let Some(v) =
-                        pattern_match(patterns, &module.path, &config_path, "alpha_pattern")?
-                    {
-                        alpha_m = v.as_f64().ok_or_else(|| {
-                            config_err(
-                                &config_path,
-                                "alpha_pattern",
-                                format!("value for `{}` is not a number", module.path),
-                            )
-                        })?;
-                    }
+                if let Some(v) = pattern_match(&self.alpha_patterns, &module.path) {
+                    alpha_m = v.as_f64().ok_or_else(|| {
+                        config_err(
+                            &config_path,
+                            "alpha_pattern",
+                            format!("value for `{}` is not a number", module.path),
+                        )
+                    })?;
                 }
                 if r == 0 {
                     return Ok(0.0);
@@ -446,7 +458,7 @@ impl PeftAdapter {
 fn to_f32(dtype: safetensors::Dtype, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
     use safetensors::Dtype;
     let chunks = |n: usize| {
-        if bytes.len() % n != 0 {
+        if !bytes.len().is_multiple_of(n) {
             Err(format!("{} bytes is not a multiple of {n}", bytes.len()))
         } else {
             Ok(bytes.chunks_exact(n))

@@ -17,6 +17,8 @@ pub struct ContextParams {
     pub n_threads: Option<i32>,
     /// Also compute embeddings (mean-pooled per sequence).
     pub embeddings: bool,
+    /// Keep the KV cache in f32 instead of f16 (exact comparisons; twice the cache memory).
+    pub kv_f32: bool,
 }
 
 impl Default for ContextParams {
@@ -26,6 +28,7 @@ impl Default for ContextParams {
             n_batch: 512,
             n_threads: None,
             embeddings: false,
+            kv_f32: false,
         }
     }
 }
@@ -128,6 +131,10 @@ impl<'m> Context<'m> {
             cp.n_threads_batch = n;
         }
         cp.embeddings = params.embeddings;
+        if params.kv_f32 {
+            cp.type_k = sys::GGML_TYPE_F32;
+            cp.type_v = sys::GGML_TYPE_F32;
+        }
         if params.embeddings {
             cp.pooling_type = sys::LLAMA_POOLING_TYPE_MEAN;
         }

@@ -1,0 +1,366 @@
+//! Applying weighted skills to a context: multi-adapter, fused, or chosen per prompt.
+
+use std::io::Write;
+use std::time::Instant;
+
+use skillpack_convert::{write_lora_gguf, GgufValue, OutType};
+use skillpack_llama::{Context, LoraAdapter, Model};
+use skillpack_pack::{fuse, FuseOptions, Pack, SkillFactors};
+
+use crate::weights::{select_active, Selection};
+use crate::{Result, RunError};
+
+/// How weighted skills are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Each active skill's adapter at its weight, all set in one call.
+    Multi,
+    /// One adapter built from the active skills (exact).
+    Fused,
+    /// One adapter built from the active skills, compressed by truncated SVD.
+    FusedCompressed,
+    /// Chosen per prompt from measured costs.
+    Auto,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "multi" => Mode::Multi,
+            "fused" => Mode::Fused,
+            "fused-compressed" | "compressed" => Mode::FusedCompressed,
+            "auto" => Mode::Auto,
+            _ => {
+                return Err(format!(
+                    "unknown mode `{s}` (multi, fused, fused-compressed, auto)"
+                ))
+            }
+        })
+    }
+}
+
+/// How a fused adapter reaches llama.cpp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FusedLoad {
+    /// `fmemopen` over the in-memory GGUF image: no file at all.
+    Memory,
+    /// An unlinked temporary file (on tmpfs when `/dev/shm` exists).
+    TmpFile,
+}
+
+/// What [`SkillEngine::apply`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    pub mode: Mode,
+    pub reason: String,
+    pub selection: Selection,
+    /// Milliseconds spent building and loading a fused adapter (0 on a cache hit).
+    pub build_ms: f64,
+    pub cache_hit: bool,
+    /// Total rank of what was set (sum over active adapters' modules).
+    pub total_rank: usize,
+}
+
+struct CachedFused<'m> {
+    key: (Vec<(usize, i32)>, bool),
+    adapter: LoraAdapter<'m>,
+    total_rank: usize,
+}
+
+/// Running averages that drive [`Mode::Auto`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CostModel {
+    /// Extra decode milliseconds per token for each active adapter (all-module, rank ~8).
+    pub ms_per_adapter_token: f64,
+    /// Milliseconds to build and load a fused adapter, per unit of total rank.
+    pub build_ms_per_rank: f64,
+}
+
+/// Weighted application of one pack's skills for one model.
+pub struct SkillEngine<'m> {
+    model: &'m Model,
+    pack: Pack,
+    adapters: Vec<LoraAdapter<'m>>,
+    factors: Vec<Option<SkillFactors>>,
+    cache: Vec<CachedFused<'m>>,
+    /// Fused adapters kept (least recently used evicted first).
+    pub cache_capacity: usize,
+    /// Energy fraction kept by [`Mode::FusedCompressed`].
+    pub energy: f64,
+    pub fused_load: FusedLoad,
+    pub top_k: usize,
+    pub min_weight: f32,
+    pub costs: CostModel,
+    total_ranks: Vec<usize>,
+}
+
+impl<'m> SkillEngine<'m> {
+    /// Loads every skill of `pack` (checked against `model` by llama.cpp's loader, after the
+    /// pack's own checks) for multi-adapter use.
+    pub fn new(model: &'m Model, pack: Pack) -> Result<Self> {
+        let mut adapters = Vec::with_capacity(pack.manifest.skills.len());
+        let mut total_ranks = Vec::new();
+        for skill in &pack.manifest.skills {
+            let path = pack.adapter_path(skill);
+            let adapter = LoraAdapter::load(model, &path)?;
+            let info = skillpack_convert::GgufInfo::open(&path)?;
+            total_ranks.push(
+                info.tensors
+                    .iter()
+                    .filter(|(n, _)| n.ends_with(".lora_a"))
+                    .map(|(_, t)| t.dims[0])
+                    .sum(),
+            );
+            adapters.push(adapter);
+        }
+        let n = adapters.len();
+        let defaults = pack.manifest.defaults.clone();
+        Ok(SkillEngine {
+            model,
+            pack,
+            adapters,
+            factors: (0..n).map(|_| None).collect(),
+            cache: Vec::new(),
+            cache_capacity: 8,
+            energy: 0.995,
+            fused_load: FusedLoad::Memory,
+            top_k: defaults.top_k,
+            min_weight: defaults.min_weight,
+            costs: CostModel {
+                ms_per_adapter_token: 0.5,
+                build_ms_per_rank: 0.02,
+            },
+            total_ranks,
+        })
+    }
+
+    /// The pack.
+    pub fn pack(&self) -> &Pack {
+        &self.pack
+    }
+
+    /// Fused adapters currently cached.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The selection `weights` lead to under this engine's top-k and min-weight.
+    pub fn select(&self, weights: &[f32]) -> Result<Selection> {
+        if weights.len() != self.adapters.len() {
+            return Err(RunError::Invalid(format!(
+                "{} weights for a pack of {} skills",
+                weights.len(),
+                self.adapters.len()
+            )));
+        }
+        Ok(select_active(weights, self.top_k, self.min_weight))
+    }
+
+    /// Applies `weights` (one per skill) to `ctx` in `mode`. `expected_tokens` (tokens the
+    /// context will process under this weighting) informs [`Mode::Auto`].
+    pub fn apply(
+        &mut self,
+        ctx: &mut Context<'m>,
+        weights: &[f32],
+        mode: Mode,
+        expected_tokens: usize,
+    ) -> Result<Applied> {
+        let selection = self.select(weights)?;
+        let rank_of = |sel: &Selection| {
+            sel.active
+                .iter()
+                .map(|(i, _)| self.total_ranks[*i])
+                .sum::<usize>()
+        };
+        if selection.active.is_empty() {
+            ctx.clear_adapters()?;
+            return Ok(Applied {
+                mode: Mode::Multi,
+                reason: "no active skill: base model".into(),
+                selection,
+                build_ms: 0.0,
+                cache_hit: false,
+                total_rank: 0,
+            });
+        }
+        let (mode, reason) = match mode {
+            Mode::Auto => self.choose(&selection, expected_tokens),
+            m => (m, "requested".to_string()),
+        };
+        match mode {
+            Mode::Multi | Mode::Auto => {
+                let set: Vec<(&LoraAdapter<'m>, f32)> = selection
+                    .active
+                    .iter()
+                    .map(|(i, w)| (&self.adapters[*i], *w))
+                    .collect();
+                ctx.set_adapters(&set)?;
+                let total_rank = rank_of(&selection);
+                Ok(Applied {
+                    mode: Mode::Multi,
+                    reason,
+                    selection,
+                    build_ms: 0.0,
+                    cache_hit: false,
+                    total_rank,
+                })
+            }
+            Mode::Fused | Mode::FusedCompressed => {
+                let compress = mode == Mode::FusedCompressed;
+                let (adapter, total_rank, build_ms, cache_hit) =
+                    self.fused(&selection, compress)?;
+                ctx.set_adapters(&[(&adapter, 1.0)])?;
+                Ok(Applied {
+                    mode,
+                    reason,
+                    selection,
+                    build_ms,
+                    cache_hit,
+                    total_rank,
+                })
+            }
+        }
+    }
+
+    fn choose(&self, selection: &Selection, expected_tokens: usize) -> (Mode, String) {
+        let n = selection.active.len();
+        if n == 1 {
+            return (Mode::Multi, "one active skill: fusing saves nothing".into());
+        }
+        let key = (selection.key(), false);
+        if self.cache.iter().any(|c| c.key == key) {
+            return (
+                Mode::Fused,
+                "fused adapter for these weights is cached".into(),
+            );
+        }
+        let rank: usize = selection
+            .active
+            .iter()
+            .map(|(i, _)| self.total_ranks[*i])
+            .sum();
+        let build = self.costs.build_ms_per_rank * rank as f64;
+        let saved = (n - 1) as f64 * self.costs.ms_per_adapter_token * expected_tokens as f64;
+        if saved > build {
+            (
+                Mode::Fused,
+                format!("{n} skills × {expected_tokens} tokens: fusing saves ~{saved:.0} ms for ~{build:.0} ms of build"),
+            )
+        } else {
+            (
+                Mode::Multi,
+                format!("{n} skills × {expected_tokens} tokens: a fused build (~{build:.0} ms) costs more than it saves (~{saved:.0} ms)"),
+            )
+        }
+    }
+
+    /// Records a measured decode cost so that [`Mode::Auto`] follows the machine.
+    pub fn observe_decode(
+        &mut self,
+        active_adapters: usize,
+        ms_per_token: f64,
+        base_ms_per_token: f64,
+    ) {
+        if active_adapters > 0 && ms_per_token > base_ms_per_token {
+            let per = (ms_per_token - base_ms_per_token) / active_adapters as f64;
+            self.costs.ms_per_adapter_token = 0.7 * self.costs.ms_per_adapter_token + 0.3 * per;
+        }
+    }
+
+    fn fused(
+        &mut self,
+        selection: &Selection,
+        compress: bool,
+    ) -> Result<(LoraAdapter<'m>, usize, f64, bool)> {
+        let key = (selection.key(), compress);
+        if let Some(pos) = self.cache.iter().position(|c| c.key == key) {
+            let hit = self.cache.remove(pos);
+            let out = (hit.adapter.clone(), hit.total_rank, 0.0, true);
+            self.cache.insert(0, hit);
+            return Ok(out);
+        }
+        let started = Instant::now();
+        for (i, _) in &selection.active {
+            if self.factors[*i].is_none() {
+                let path = self.pack.adapter_path(&self.pack.manifest.skills[*i]);
+                self.factors[*i] = Some(SkillFactors::load(&path)?);
+            }
+        }
+        let parts: Vec<(&SkillFactors, f32)> = selection
+            .active
+            .iter()
+            .map(|(i, w)| (self.factors[*i].as_ref().expect("loaded above"), *w))
+            .collect();
+        let fused = fuse(
+            &parts,
+            FuseOptions {
+                energy: compress.then_some(self.energy),
+            },
+        )?;
+        let label = selection
+            .active
+            .iter()
+            .map(|(i, w)| format!("{}={w:.3}", self.pack.manifest.skills[*i].id))
+            .collect::<Vec<_>>()
+            .join(",");
+        let image = write_lora_gguf(
+            &fused.architecture,
+            0.0,
+            &fused.pairs,
+            OutType::F32,
+            &[
+                (
+                    "general.name".into(),
+                    GgufValue::String(format!("fused[{label}]")),
+                ),
+                (
+                    "skillpack.fused_energy".into(),
+                    GgufValue::F32(fused.min_energy_kept as f32),
+                ),
+            ],
+        )?;
+        let name = format!("fused[{label}]");
+        let adapter = match self.fused_load {
+            FusedLoad::Memory => LoraAdapter::load_from_bytes(self.model, image.bytes, &name)?,
+            FusedLoad::TmpFile => {
+                let dir = if std::path::Path::new("/dev/shm").is_dir() {
+                    std::path::PathBuf::from("/dev/shm")
+                } else {
+                    std::env::temp_dir()
+                };
+                // Unlinked on creation: nothing is left behind, whatever happens.
+                let mut file = tempfile::tempfile_in(&dir).map_err(|e| {
+                    RunError::Invalid(format!("temporary file in {}: {e}", dir.display()))
+                })?;
+                file.write_all(&image.bytes)
+                    .map_err(|e| RunError::Invalid(format!("writing temporary adapter: {e}")))?;
+                LoraAdapter::load_from_file_at(self.model, &file, 0, &name)?
+            }
+        };
+        let build_ms = started.elapsed().as_secs_f64() * 1e3;
+        if fused.rank_after > 0 {
+            self.costs.build_ms_per_rank =
+                0.7 * self.costs.build_ms_per_rank + 0.3 * build_ms / fused.rank_after as f64;
+        }
+        tracing::info!(
+            "fused {name}: total rank {} -> {} (energy kept ≥ {:.4}) in {build_ms:.1} ms",
+            fused.rank_before,
+            fused.rank_after,
+            fused.min_energy_kept
+        );
+        self.cache.insert(
+            0,
+            CachedFused {
+                key,
+                adapter: adapter.clone(),
+                total_rank: fused.rank_after,
+            },
+        );
+        // Evicted adapters are freed once no context uses them any more.
+        self.cache.truncate(self.cache_capacity.max(1));
+        Ok((adapter, fused.rank_after, build_ms, false))
+    }
+}
