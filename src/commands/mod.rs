@@ -1,8 +1,12 @@
 //! Command-line interface.
 
+mod bench;
+mod chat;
 mod convert;
 mod inspect;
+mod pack;
 mod run;
+mod session;
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +34,10 @@ pub struct Cli {
 pub enum Command {
     Convert(convert::Args),
     Inspect(inspect::Args),
+    Pack(pack::Args),
     Run(run::Args),
+    Chat(chat::Args),
+    Bench(bench::Args),
 }
 
 /// Routes `tracing` (including llama.cpp's logs) to stderr.
@@ -55,6 +62,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Run(args) => run::run(args),
+        Command::Pack(args) => pack::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -15,6 +15,9 @@ pub struct SynthSpec {
     pub targets: Vec<String>,
     /// Standard deviation of lora_b entries (lora_a is N(0, 1/in)).
     pub b_std: f32,
+    /// Rank component j of each module is scaled by `decay^j` (1 = flat spectrum; trained
+    /// adapters have decaying ones).
+    pub decay: f32,
     pub seed: u64,
 }
 
@@ -97,10 +100,16 @@ pub fn synth_pack(dir: &Path, base: &GgufInfo, spec: &SynthSpec) -> Result<Pack>
             let [out_dim, in_dim] = t.dims[..] else {
                 continue;
             };
+            let mut b = rng.matrix(out_dim, spec.rank, spec.b_std);
+            for row in b.data.chunks_exact_mut(spec.rank) {
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x *= spec.decay.powi(j as i32);
+                }
+            }
             pairs.push(LoraPair {
                 name: name.clone(),
                 a: rng.matrix(spec.rank, in_dim, 1.0 / (in_dim as f32).sqrt()),
-                b: rng.matrix(out_dim, spec.rank, spec.b_std),
+                b,
             });
         }
         if pairs.is_empty() {

@@ -73,8 +73,9 @@ struct CachedFused<'m> {
 /// Running averages that drive [`Mode::Auto`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CostModel {
-    /// Extra decode milliseconds per token for each active adapter (all-module, rank ~8).
-    pub ms_per_adapter_token: f64,
+    /// Extra decode milliseconds per token for each adapted module of each set adapter
+    /// (measured ~0.015 ms on 2 cores: llama.cpp adds four graph nodes per module and adapter).
+    pub ms_per_module_token: f64,
     /// Milliseconds to build and load a fused adapter, per unit of total rank.
     pub build_ms_per_rank: f64,
 }
@@ -91,10 +92,14 @@ pub struct SkillEngine<'m> {
     /// Energy fraction kept by [`Mode::FusedCompressed`].
     pub energy: f64,
     pub fused_load: FusedLoad,
+    /// Storage type of fused adapters (decode reads every LoRA weight once per token, so a
+    /// smaller type is faster).
+    pub fused_outtype: OutType,
     pub top_k: usize,
     pub min_weight: f32,
     pub costs: CostModel,
     total_ranks: Vec<usize>,
+    module_counts: Vec<usize>,
 }
 
 impl<'m> SkillEngine<'m> {
@@ -103,17 +108,14 @@ impl<'m> SkillEngine<'m> {
     pub fn new(model: &'m Model, pack: Pack) -> Result<Self> {
         let mut adapters = Vec::with_capacity(pack.manifest.skills.len());
         let mut total_ranks = Vec::new();
+        let mut module_counts = Vec::new();
         for skill in &pack.manifest.skills {
             let path = pack.adapter_path(skill);
             let adapter = LoraAdapter::load(model, &path)?;
             let info = skillpack_convert::GgufInfo::open(&path)?;
-            total_ranks.push(
-                info.tensors
-                    .iter()
-                    .filter(|(n, _)| n.ends_with(".lora_a"))
-                    .map(|(_, t)| t.dims[0])
-                    .sum(),
-            );
+            let lora_a = || info.tensors.iter().filter(|(n, _)| n.ends_with(".lora_a"));
+            total_ranks.push(lora_a().map(|(_, t)| t.dims[0]).sum());
+            module_counts.push(lora_a().count());
             adapters.push(adapter);
         }
         let n = adapters.len();
@@ -125,15 +127,17 @@ impl<'m> SkillEngine<'m> {
             factors: (0..n).map(|_| None).collect(),
             cache: Vec::new(),
             cache_capacity: 8,
-            energy: 0.995,
+            energy: 0.999,
             fused_load: FusedLoad::Memory,
+            fused_outtype: OutType::F32,
             top_k: defaults.top_k,
             min_weight: defaults.min_weight,
             costs: CostModel {
-                ms_per_adapter_token: 0.5,
-                build_ms_per_rank: 0.02,
+                ms_per_module_token: 0.015,
+                build_ms_per_rank: 0.015,
             },
             total_ranks,
+            module_counts,
         })
     }
 
@@ -243,7 +247,15 @@ impl<'m> SkillEngine<'m> {
             .map(|(i, _)| self.total_ranks[*i])
             .sum();
         let build = self.costs.build_ms_per_rank * rank as f64;
-        let saved = (n - 1) as f64 * self.costs.ms_per_adapter_token * expected_tokens as f64;
+        // Multi pays per module of every adapter; fused once per module of the union (at most
+        // the sum, at least the largest skill's).
+        let modules: Vec<usize> = selection
+            .active
+            .iter()
+            .map(|(i, _)| self.module_counts[*i])
+            .collect();
+        let redundant = modules.iter().sum::<usize>() - modules.iter().copied().max().unwrap_or(0);
+        let saved = redundant as f64 * self.costs.ms_per_module_token * expected_tokens as f64;
         if saved > build {
             (
                 Mode::Fused,
@@ -257,16 +269,17 @@ impl<'m> SkillEngine<'m> {
         }
     }
 
-    /// Records a measured decode cost so that [`Mode::Auto`] follows the machine.
+    /// Records a measured decode cost (`ms_per_token` with `adapted_modules` module-adapter
+    /// pairs set, against `base_ms_per_token` without) so that [`Mode::Auto`] follows the machine.
     pub fn observe_decode(
         &mut self,
-        active_adapters: usize,
+        adapted_modules: usize,
         ms_per_token: f64,
         base_ms_per_token: f64,
     ) {
-        if active_adapters > 0 && ms_per_token > base_ms_per_token {
-            let per = (ms_per_token - base_ms_per_token) / active_adapters as f64;
-            self.costs.ms_per_adapter_token = 0.7 * self.costs.ms_per_adapter_token + 0.3 * per;
+        if adapted_modules > 0 && ms_per_token > base_ms_per_token {
+            let per = (ms_per_token - base_ms_per_token) / adapted_modules as f64;
+            self.costs.ms_per_module_token = 0.7 * self.costs.ms_per_module_token + 0.3 * per;
         }
     }
 
@@ -310,7 +323,7 @@ impl<'m> SkillEngine<'m> {
             &fused.architecture,
             0.0,
             &fused.pairs,
-            OutType::F32,
+            self.fused_outtype,
             &[
                 (
                     "general.name".into(),

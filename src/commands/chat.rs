@@ -1,0 +1,84 @@
+//! `skillpack chat`: an interactive conversation using the model's own chat template.
+
+use std::io::{BufRead, Write};
+
+use skillpack_llama::ChatMessage;
+
+use super::session::{with_session, SessionArgs};
+
+/// Chat interactively. Commands: /reset (forget history), /skills SKILL=W,... (new weights), /quit.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  skillpack chat --pack packs/med --skills qa=1 --show-weights")]
+pub struct Args {
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    with_session(&args.session, |s| {
+        let params = args.session.generate_params();
+        let mut history: Vec<ChatMessage> = args.session.system_message().into_iter().collect();
+        let stdin = std::io::stdin();
+        let mut out = std::io::stdout();
+        eprintln!(
+            "chat with {} — /reset, /skills SKILL=W,..., /quit",
+            s.model.path().display()
+        );
+        loop {
+            write!(out, "> ")?;
+            out.flush()?;
+            let mut line = String::new();
+            if stdin.lock().read_line(&mut line)? == 0 {
+                break;
+            }
+            let line = line.trim();
+            match line {
+                "" => continue,
+                "/quit" | "/exit" => break,
+                "/reset" => {
+                    history.retain(|m| m.role == "system");
+                    eprintln!("(history cleared)");
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(spec) = line.strip_prefix("/skills") {
+                match &s.engine {
+                    Some(engine) => match skillpack_run::parse_skill_weights(
+                        spec.trim(),
+                        &engine.pack().manifest,
+                    ) {
+                        Ok(w) => {
+                            s.weights = Some(w);
+                            eprintln!("(weights set)");
+                        }
+                        Err(e) => eprintln!("error: {e}"),
+                    },
+                    None => eprintln!("error: no --pack loaded"),
+                }
+                continue;
+            }
+            history.push(ChatMessage {
+                role: "user".into(),
+                content: line.to_string(),
+            });
+            let tokens = s.prompt_tokens(&history)?;
+            if tokens.len() + params.max_tokens > s.ctx.n_ctx() {
+                eprintln!("(context full: /reset to start over)");
+                history.pop();
+                continue;
+            }
+            s.apply(tokens.len() + params.max_tokens)?;
+            let generation = skillpack_run::generate(&mut s.ctx, &tokens, &params, |piece| {
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            })?;
+            writeln!(out)?;
+            history.push(ChatMessage {
+                role: "assistant".into(),
+                content: generation.text,
+            });
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,244 @@
+//! `skillpack pack …`: create, fill, validate and describe skill packs.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use skillpack_convert::{ConvertOptions, GgufInfo, PeftAdapter};
+use skillpack_pack::{synth_pack, Pack, SynthSpec, ALL_LINEAR};
+
+/// Create, fill, validate and describe skill packs.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: PackCommand,
+}
+
+#[derive(Subcommand)]
+pub enum PackCommand {
+    /// Create an empty pack for a base model.
+    #[command(
+        after_help = "Example:\n  skillpack pack new packs/med --name medical --base models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
+    New {
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Base model (default: the setup's model).
+        #[arg(long)]
+        base: Option<PathBuf>,
+    },
+    /// Add (or replace) a skill from a GGUF LoRA adapter or a PEFT directory (converted).
+    #[command(
+        after_help = "Example:\n  skillpack pack add packs/med ./ner-peft --id ner --title \"Named entity recognition\""
+    )]
+    Add {
+        dir: PathBuf,
+        /// A .gguf LoRA adapter or a PEFT adapter directory.
+        adapter: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "")]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long)]
+        base: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a pack against a base model before llama.cpp sees it.
+    Check {
+        dir: PathBuf,
+        #[arg(long)]
+        base: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a pack's manifest.
+    Info {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a pack of random adapters (for benchmarks).
+    #[command(
+        after_help = "Example:\n  skillpack pack synth /tmp/synth12 --skills 12 --rank 8 --targets all"
+    )]
+    Synth {
+        dir: PathBuf,
+        #[arg(long)]
+        base: Option<PathBuf>,
+        #[arg(long, default_value_t = 12)]
+        skills: usize,
+        #[arg(long, default_value_t = 8)]
+        rank: usize,
+        /// `all` (7 linears), `qv`, or a comma list of llama.cpp stems (attn_q,ffn_up,...).
+        #[arg(long, default_value = "all")]
+        targets: String,
+        /// Standard deviation of lora_b entries.
+        #[arg(long, default_value_t = 0.02)]
+        b_std: f32,
+        /// Scale rank component j by DECAY^j (1 = flat spectrum).
+        #[arg(long, default_value_t = 1.0)]
+        decay: f32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn base_path(base: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    base.map(Ok).unwrap_or_else(super::default_model)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        PackCommand::New {
+            dir,
+            name,
+            description,
+            base,
+        } => {
+            let base = GgufInfo::open(&base_path(base)?)?;
+            let pack = Pack::create(&dir, &name, &description, &base)?;
+            println!(
+                "created pack `{}` in {} for {}",
+                name,
+                pack.dir.display(),
+                base.path.display()
+            );
+        }
+        PackCommand::Add {
+            dir,
+            adapter,
+            id,
+            title,
+            description,
+            base,
+            json,
+        } => {
+            let base = GgufInfo::open(&base_path(base)?)?;
+            let mut pack = Pack::open(&dir)?;
+            let bytes = if adapter.is_dir() {
+                let peft = PeftAdapter::load(&adapter)?;
+                skillpack_convert::convert(
+                    &peft,
+                    &base,
+                    &ConvertOptions {
+                        name: Some(id.clone()),
+                        ..Default::default()
+                    },
+                )?
+                .gguf
+            } else {
+                std::fs::read(&adapter).with_context(|| format!("reading {}", adapter.display()))?
+            };
+            let spec = pack
+                .add_skill(&id, &title, &description, &bytes, &base)?
+                .clone();
+            if json {
+                super::print_json(&spec)?;
+            } else {
+                println!(
+                    "added skill `{}` ({}; rank {}; targets {}) to {}",
+                    spec.id,
+                    spec.adapter,
+                    spec.rank,
+                    spec.targets.join(","),
+                    dir.display()
+                );
+            }
+        }
+        PackCommand::Check { dir, base, json } => {
+            let base = GgufInfo::open(&base_path(base)?)?;
+            let report = Pack::open(&dir)?.check(&base)?;
+            if json {
+                super::print_json(&report)?;
+            } else {
+                println!(
+                    "{}: {} skills fit {}{}",
+                    report.pack,
+                    report.skills,
+                    report.base,
+                    if report.same_fingerprint {
+                        ""
+                    } else {
+                        " (a different quantization of the base it was built for)"
+                    }
+                );
+            }
+        }
+        PackCommand::Info { dir, json } => {
+            let pack = Pack::open(&dir)?;
+            let m = &pack.manifest;
+            if json {
+                return super::print_json(m);
+            }
+            println!(
+                "{} {} — {}",
+                m.pack.name, m.pack.version, m.pack.description
+            );
+            println!(
+                "base: {} (n_embd {}, n_layer {}, fingerprint {}, built with {})",
+                m.base.architecture,
+                m.base.n_embd,
+                m.base.n_layer,
+                m.base.fingerprint,
+                m.base.model
+            );
+            println!(
+                "defaults: top_k {}, min_weight {}, temperature {}",
+                m.defaults.top_k, m.defaults.min_weight, m.defaults.temperature
+            );
+            for s in &m.skills {
+                println!(
+                    "  {:<8} r{:<3} {:<40} {} [{}]",
+                    s.id,
+                    s.rank,
+                    s.title,
+                    s.adapter,
+                    s.targets.join(",")
+                );
+            }
+            for r in &m.routers {
+                println!(
+                    "  router {} ({}, features {}, task `{}`): {}",
+                    r.name, r.kind, r.features, r.task, r.file
+                );
+            }
+        }
+        PackCommand::Synth {
+            dir,
+            base,
+            skills,
+            rank,
+            targets,
+            b_std,
+            decay,
+            seed,
+        } => {
+            let base = GgufInfo::open(&base_path(base)?)?;
+            let targets: Vec<String> = match targets.as_str() {
+                "all" => ALL_LINEAR.iter().map(|s| s.to_string()).collect(),
+                "qv" => vec!["attn_q".into(), "attn_v".into()],
+                list => list.split(',').map(|s| s.trim().to_string()).collect(),
+            };
+            let pack = synth_pack(
+                &dir,
+                &base,
+                &SynthSpec {
+                    skills,
+                    rank,
+                    targets,
+                    b_std,
+                    decay,
+                    seed,
+                },
+            )?;
+            println!("{}: {}", pack.dir.display(), pack.manifest.pack.description);
+        }
+    }
+    Ok(())
+}
