@@ -65,11 +65,17 @@ fn fused_equals_multi_and_compressed_stays_close() {
             .apply(&mut ctx, &weights, Mode::FusedCompressed, 0)
             .unwrap();
         let compressed = last_logits(&mut ctx, ids);
+        // The default storage (q8_0, rank padded to 32) stays within q8_0 rounding.
+        engine.fused_outtype = skillpack_convert::OutType::Q8_0;
+        engine.apply(&mut ctx, &weights, Mode::Fused, 0).unwrap();
+        let q8 = last_logits(&mut ctx, ids);
+        engine.fused_outtype = skillpack_convert::OutType::F32;
+        let q8_cos = cosine(&sub(&q8, &base), &sub(&multi, &base));
         let diff = max_abs_diff(&fused, &multi);
         let delta = max_abs_diff(&multi, &base);
         let cos = cosine(&sub(&compressed, &base), &sub(&multi, &base));
         println!(
-            "weights {weights:?}: delta {delta:.3}, fused vs multi max |diff| {diff:.2e}; compressed rank {} -> {}, delta cosine {cos:.5}",
+            "weights {weights:?}: delta {delta:.3}, fused vs multi max |diff| {diff:.2e}; compressed rank {} -> {}, delta cosine {cos:.5}; q8_0 fused delta cosine {q8_cos:.5}",
             fused_applied.total_rank, compressed_applied.total_rank
         );
         assert!(delta > 0.05, "the skills must move the logits ({delta})");
@@ -79,6 +85,7 @@ fn fused_equals_multi_and_compressed_stays_close() {
             "compression must drop rank"
         );
         assert!(cos >= 0.999, "compressed delta cosine {cos}");
+        assert!(q8_cos >= 0.999, "q8_0 fused delta cosine {q8_cos}");
     }
 }
 

@@ -175,12 +175,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     push("base", 0, 0, base, 0.0, &mut rows);
 
     engine.top_k = args.top_k;
+    let mut mem_load_ms = 0.0;
     for (label, mode) in [
         ("multi", Mode::Multi),
         ("fused", Mode::Fused),
         ("fused-compressed", Mode::FusedCompressed),
     ] {
         let applied = engine.apply(&mut ctx, &weights, mode, 0)?;
+        if mode == Mode::Fused {
+            mem_load_ms = engine.last_load_ms;
+        }
         let speeds = measure(&mut ctx, &prompt, args.gen_tokens, args.reps)?;
         let set = if mode == Mode::Multi {
             applied.selection.active.len()
@@ -197,8 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     // Fused build through an unlinked tmpfs file instead of fmemopen (fresh cache).
-    let mut tmp_engine_ms = 0.0;
-    {
+    let (tmp_engine_ms, tmp_load_ms) = {
         let mut other = SkillEngine::new(&model, engine.pack().clone())?;
         other.top_k = args.top_k;
         other.min_weight = 0.0;
@@ -211,10 +214,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ..Default::default()
             },
         )?;
-        tmp_engine_ms += other
+        let build_ms = other
             .apply(&mut scratch, &weights, Mode::Fused, 0)?
             .build_ms;
-    }
+        (build_ms, other.last_load_ms)
+    };
     engine.top_k = 0;
     let applied = engine.apply(&mut ctx, &weights, Mode::Multi, 0)?;
     let naive = measure(&mut ctx, &prompt, args.gen_tokens, args.reps)?;
@@ -240,6 +244,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "rows": rows,
             "fused_build_ms_fmemopen": rows[2].build_ms,
             "fused_build_ms_tmpfile": tmp_engine_ms,
+            "fused_load_ms_fmemopen": mem_load_ms,
+            "fused_load_ms_tmpfile": tmp_load_ms,
             "peak_rss_mib": peak,
             "multi_decode_vs_naive": multi_vs_naive,
             "fused_decode_vs_naive": fused_vs_naive,
@@ -280,7 +286,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         println!(
-            "fused build: {:.1} ms via fmemopen, {:.1} ms via unlinked tmpfs file; peak RSS {:.1} MiB",
+            "fused build: {:.1} ms via fmemopen (load {mem_load_ms:.1} ms), {:.1} ms via unlinked tmpfs file (load {tmp_load_ms:.1} ms); peak RSS {:.1} MiB",
             rows[2].build_ms, tmp_engine_ms, peak
         );
         println!("decode speed vs naive: multi {multi_vs_naive:.2}×, fused {fused_vs_naive:.2}×");

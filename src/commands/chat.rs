@@ -63,7 +63,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 content: line.to_string(),
             });
             let tokens = s.prompt_tokens(&history)?;
-            tracing::info!("prompt {} tokens ({} messages)", tokens.len(), history.len());
+            tracing::info!(
+                "prompt {} tokens ({} messages)",
+                tokens.len(),
+                history.len()
+            );
             if tokens.len() + params.max_tokens > s.ctx.n_ctx() {
                 eprintln!("(context full: /reset to start over)");
                 history.pop();

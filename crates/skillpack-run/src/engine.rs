@@ -64,8 +64,17 @@ pub struct Applied {
     pub total_rank: usize,
 }
 
+/// What a fused adapter was built from: the quantized weights and every build setting.
+#[derive(Debug, Clone, PartialEq)]
+struct FusedKey {
+    weights: Vec<(usize, i32)>,
+    energy: Option<u64>,
+    outtype: OutType,
+    pad_rank: usize,
+}
+
 struct CachedFused<'m> {
-    key: (Vec<(usize, i32)>, bool),
+    key: FusedKey,
     adapter: LoraAdapter<'m>,
     total_rank: usize,
 }
@@ -92,12 +101,19 @@ pub struct SkillEngine<'m> {
     /// Energy fraction kept by [`Mode::FusedCompressed`].
     pub energy: f64,
     pub fused_load: FusedLoad,
-    /// Storage type of fused adapters (decode reads every LoRA weight once per token, so a
-    /// smaller type is faster).
+    /// Storage type of fused adapters. With the rank padded to 32, q8_0 turns llama.cpp's
+    /// per-row lora_b dot products (one call per output row, scalar for r < 32 in f32) into
+    /// single-block SIMD dots: measured 0.64× → 0.78× of base decode on a 7-linear pack.
     pub fused_outtype: OutType,
     pub top_k: usize,
     pub min_weight: f32,
     pub costs: CostModel,
+    /// Pad each fused module's rank with zeros to a multiple of this (0/1 = off); the delta is
+    /// unchanged, and a multiple of 32 lets lora_b use q8_0 and SIMD dot products.
+    pub pad_rank: usize,
+    /// Milliseconds the last fused build spent handing the GGUF image to llama.cpp (the part
+    /// that differs between [`FusedLoad::Memory`] and [`FusedLoad::TmpFile`]).
+    pub last_load_ms: f64,
     total_ranks: Vec<usize>,
     module_counts: Vec<usize>,
 }
@@ -129,13 +145,15 @@ impl<'m> SkillEngine<'m> {
             cache_capacity: 8,
             energy: 0.999,
             fused_load: FusedLoad::Memory,
-            fused_outtype: OutType::F32,
+            fused_outtype: OutType::Q8_0,
             top_k: defaults.top_k,
             min_weight: defaults.min_weight,
             costs: CostModel {
                 ms_per_module_token: 0.015,
                 build_ms_per_rank: 0.015,
             },
+            last_load_ms: 0.0,
+            pad_rank: 32,
             total_ranks,
             module_counts,
         })
@@ -234,7 +252,7 @@ impl<'m> SkillEngine<'m> {
         if n == 1 {
             return (Mode::Multi, "one active skill: fusing saves nothing".into());
         }
-        let key = (selection.key(), false);
+        let key = self.fused_key(selection, false);
         if self.cache.iter().any(|c| c.key == key) {
             return (
                 Mode::Fused,
@@ -283,12 +301,21 @@ impl<'m> SkillEngine<'m> {
         }
     }
 
+    fn fused_key(&self, selection: &Selection, compress: bool) -> FusedKey {
+        FusedKey {
+            weights: selection.key(),
+            energy: compress.then_some(self.energy.to_bits()),
+            outtype: self.fused_outtype,
+            pad_rank: self.pad_rank,
+        }
+    }
+
     fn fused(
         &mut self,
         selection: &Selection,
         compress: bool,
     ) -> Result<(LoraAdapter<'m>, usize, f64, bool)> {
-        let key = (selection.key(), compress);
+        let key = self.fused_key(selection, compress);
         if let Some(pos) = self.cache.iter().position(|c| c.key == key) {
             let hit = self.cache.remove(pos);
             let out = (hit.adapter.clone(), hit.total_rank, 0.0, true);
@@ -307,12 +334,17 @@ impl<'m> SkillEngine<'m> {
             .iter()
             .map(|(i, w)| (self.factors[*i].as_ref().expect("loaded above"), *w))
             .collect();
-        let fused = fuse(
+        let mut fused = fuse(
             &parts,
             FuseOptions {
                 energy: compress.then_some(self.energy),
             },
         )?;
+        if self.pad_rank > 1 {
+            for p in &mut fused.pairs {
+                pad_rank(p, self.pad_rank);
+            }
+        }
         let label = selection
             .active
             .iter()
@@ -336,6 +368,7 @@ impl<'m> SkillEngine<'m> {
             ],
         )?;
         let name = format!("fused[{label}]");
+        let load_started = Instant::now();
         let adapter = match self.fused_load {
             FusedLoad::Memory => LoraAdapter::load_from_bytes(self.model, image.bytes, &name)?,
             FusedLoad::TmpFile => {
@@ -353,6 +386,7 @@ impl<'m> SkillEngine<'m> {
                 LoraAdapter::load_from_file_at(self.model, &file, 0, &name)?
             }
         };
+        self.last_load_ms = load_started.elapsed().as_secs_f64() * 1e3;
         let build_ms = started.elapsed().as_secs_f64() * 1e3;
         if fused.rank_after > 0 {
             self.costs.build_ms_per_rank =
@@ -376,4 +410,22 @@ impl<'m> SkillEngine<'m> {
         self.cache.truncate(self.cache_capacity.max(1));
         Ok((adapter, fused.rank_after, build_ms, false))
     }
+}
+
+/// Appends zero rank components so the rank is a multiple of `multiple` (same delta).
+fn pad_rank(pair: &mut skillpack_convert::LoraPair, multiple: usize) {
+    let r = pair.a.rows;
+    let padded = r.div_ceil(multiple) * multiple;
+    if padded == r {
+        return;
+    }
+    pair.a.data.resize(padded * pair.a.cols, 0.0);
+    pair.a.rows = padded;
+    let out = pair.b.rows;
+    let mut data = vec![0.0; out * padded];
+    for row in 0..out {
+        data[row * padded..row * padded + r].copy_from_slice(&pair.b.data[row * r..(row + 1) * r]);
+    }
+    pair.b.data = data;
+    pair.b.cols = padded;
 }
