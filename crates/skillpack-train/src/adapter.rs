@@ -1,0 +1,120 @@
+//! LoRA and AdaLoRA parameters on one linear layer, exactly as PEFT 0.21 defines them.
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::Result;
+
+/// Which PEFT method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Lora,
+    RsLora,
+    AdaLora,
+}
+
+/// Trainable low-rank update of one frozen linear `W [out, in]`:
+/// LoRA: `Δ(x) = scale · (x Aᵀ) Bᵀ`; AdaLoRA: `Δ(x) = scale · (x (A ⊙ E)ᵀ) Bᵀ` with
+/// `scale = lora_alpha / (ranknum + 1e-5)`.
+#[derive(Debug, Clone)]
+pub struct LoraModule {
+    /// `[r, in]`.
+    pub a: Var,
+    /// `[out, r]`.
+    pub b: Var,
+    /// AdaLoRA singular values `[r, 1]`.
+    pub e: Option<Var>,
+    pub scale: f64,
+}
+
+/// A deterministic normal generator (SplitMix64 + Box–Muller), so that initialisation is
+/// reproducible from a seed on any device.
+pub struct SeededNormal(u64);
+
+impl SeededNormal {
+    pub fn new(seed: u64) -> Self {
+        SeededNormal(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// `n` samples of N(0, std²).
+    pub fn samples(&mut self, n: usize, std: f64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let (u1, u2) = (self.uniform(), self.uniform());
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+            })
+            .collect()
+    }
+
+    /// `n` samples of U(-bound, bound).
+    pub fn uniform_samples(&mut self, n: usize, bound: f64) -> Vec<f32> {
+        (0..n).map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32).collect()
+    }
+}
+
+impl LoraModule {
+    /// PEFT's initialisation. LoRA: A ~ kaiming-uniform(a=√5) = U(±1/√in), B = 0.
+    /// AdaLoRA: A, B ~ N(0, 0.02²), E = 0.
+    pub fn init(method: Method, r: usize, in_dim: usize, out_dim: usize, alpha: f64, init_r: usize, rng: &mut SeededNormal, device: &Device) -> Result<Self> {
+        let var = |data: Vec<f32>, shape: (usize, usize)| -> Result<Var> {
+            Ok(Var::from_tensor(&Tensor::from_vec(data, shape, device)?.to_dtype(DType::F32)?)?)
+        };
+        Ok(match method {
+            Method::AdaLora => LoraModule {
+                a: var(rng.samples(r * in_dim, 0.02), (r, in_dim))?,
+                b: var(rng.samples(out_dim * r, 0.02), (out_dim, r))?,
+                e: Some(var(vec![0.0; r], (r, 1))?),
+                scale: Self::adalora_scale(alpha, init_r),
+            },
+            Method::Lora | Method::RsLora => LoraModule {
+                a: var(rng.uniform_samples(r * in_dim, 1.0 / (in_dim as f64).sqrt()), (r, in_dim))?,
+                b: var(vec![0.0; out_dim * r], (out_dim, r))?,
+                e: None,
+                scale: if method == Method::RsLora { alpha / (r as f64).sqrt() } else { alpha / r as f64 },
+            },
+        })
+    }
+
+    /// PEFT's AdaLoRA scale: `lora_alpha` (or `init_r` when alpha is 0) over `init_r + 1e-5`,
+    /// in f32 as torch computes it.
+    pub fn adalora_scale(alpha: f64, init_r: usize) -> f64 {
+        let scaling = if alpha > 0.0 { alpha as f32 } else { init_r as f32 };
+        (scaling / (init_r as f32 + 1e-5)) as f64
+    }
+
+    /// The update for `x [m, in]`: `[m, out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let a = match &self.e {
+            Some(e) => self.a.as_tensor().broadcast_mul(e.as_tensor())?,
+            None => self.a.as_tensor().clone(),
+        };
+        let x = x.to_dtype(DType::F32)?;
+        Ok((x.matmul(&a.t()?)?.matmul(&self.b.as_tensor().t()?)? * self.scale)?)
+    }
+
+    /// Rank.
+    pub fn rank(&self) -> usize {
+        self.a.as_tensor().dim(0).unwrap_or(0)
+    }
+
+    /// Trainable variables.
+    pub fn vars(&self) -> Vec<&Var> {
+        let mut v = vec![&self.a, &self.b];
+        if let Some(e) = &self.e {
+            v.push(e);
+        }
+        v
+    }
+}

@@ -1,0 +1,45 @@
+//! Stage 1 of SA-MDKIF: training skills as LoRA / AdaLoRA adapters in candle, on CPU or CUDA,
+//! from a GGUF or Hugging Face llama-family base.
+
+mod adapter;
+mod config;
+mod model;
+mod ops;
+mod weights;
+
+use std::path::Path;
+
+pub use adapter::{LoraModule, Method, SeededNormal};
+pub use config::LlamaConfig;
+pub use model::{Llama, ModuleKey};
+pub use ops::frozen_linear;
+pub use weights::{LayerWeights, ModelWeights, PROJECTIONS};
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Convert(#[from] skillpack_convert::ConvertError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Input(String),
+}
+
+impl TrainError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

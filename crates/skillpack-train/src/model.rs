@@ -1,0 +1,117 @@
+//! A llama-family decoder in candle whose linear layers can carry LoRA / AdaLoRA updates.
+//!
+//! Only differentiable building blocks are used (candle 0.11's fused `rms_norm`, `softmax_last_dim`,
+//! `rope` and `sdpa` have no backward): `rms_norm_slow`, `ops::softmax`, `rope_slow`. Frozen weights
+//! go through [`crate::ops::frozen_linear`], whose backward computes only the input gradient.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::ops::frozen_linear;
+use crate::{LoraModule, ModelWeights, Result};
+
+/// Identifies an adaptable linear layer: block index and HF projection name.
+pub type ModuleKey = (usize, &'static str);
+
+/// The decoder: frozen weights plus adapters by module.
+pub struct Llama {
+    pub weights: ModelWeights,
+    pub adapters: BTreeMap<ModuleKey, LoraModule>,
+    device: Device,
+}
+
+fn rope_tables(head_dim: usize, theta: f64, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let inv: Vec<f32> = (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) as f32)
+        .collect();
+    let inv = Tensor::from_vec(inv, (1, head_dim / 2), device)?;
+    let t = Tensor::arange(0u32, len as u32, device)?.to_dtype(DType::F32)?.reshape((len, 1))?;
+    let freqs = t.matmul(&inv)?;
+    Ok((freqs.cos()?, freqs.sin()?))
+}
+
+fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (t, t), device)?)
+}
+
+impl Llama {
+    /// A model without adapters.
+    pub fn new(weights: ModelWeights) -> Self {
+        let device = weights.embed.device().clone();
+        Llama {
+            weights,
+            adapters: BTreeMap::new(),
+            device,
+        }
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn linear(&self, layer: usize, projection: &'static str, x: &Tensor) -> Result<Tensor> {
+        let w = &self.weights.layers[layer].linears[projection];
+        let y = frozen_linear(x, w)?;
+        match self.adapters.get(&(layer, projection)) {
+            Some(adapter) => Ok((y + adapter.forward(x)?.to_dtype(x.dtype())?)?),
+            None => Ok(y),
+        }
+    }
+
+    /// Hidden states after the final norm, `[b, t, hidden]`, for token ids `[b, t]`.
+    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        let c = &self.weights.config;
+        let (b, t) = ids.dims2()?;
+        let (h, nh, nkv, hd) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let (cos, sin) = rope_tables(hd, c.rope_theta, t, &self.device)?;
+        let dtype = self.weights.embed.dtype();
+        let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        let mask = causal_mask(t, &self.device)?.to_dtype(dtype)?;
+        let eps = c.rms_norm_eps as f32;
+        let mut x = self.weights.embed.index_select(&ids.flatten_all()?, 0)?; // [b·t, h]
+        for (l, lw) in self.weights.layers.iter().enumerate() {
+            let normed = candle_nn::ops::rms_norm_slow(&x, &lw.input_norm, eps)?;
+            let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) };
+            let q = heads(self.linear(l, "q_proj", &normed)?, nh)?;
+            let k = heads(self.linear(l, "k_proj", &normed)?, nkv)?;
+            let v = heads(self.linear(l, "v_proj", &normed)?, nkv)?;
+            let q = candle_nn::rotary_emb::rope_slow(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_slow(&k, &cos, &sin)?;
+            let (k, v) = if nh == nkv {
+                (k, v)
+            } else {
+                let rep = nh / nkv;
+                let expand = |z: Tensor| -> Result<Tensor> {
+                    Ok(z.unsqueeze(2)?.expand((b, nkv, rep, t, hd))?.reshape((b, nh, t, hd))?)
+                };
+                (expand(k)?, expand(v)?)
+            };
+            let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let attn = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * t, nh * hd))?;
+            x = (x + self.linear(l, "o_proj", &attn)?)?;
+            let normed = candle_nn::ops::rms_norm_slow(&x, &lw.post_attention_norm, eps)?;
+            let gate = self.linear(l, "gate_proj", &normed)?;
+            let up = self.linear(l, "up_proj", &normed)?;
+            x = (x + self.linear(l, "down_proj", &(gate.silu()? * up)?)?)?;
+        }
+        let x = candle_nn::ops::rms_norm_slow(&x, &self.weights.norm, eps)?;
+        Ok(x.reshape((b, t, h))?)
+    }
+
+    /// Logits `[.., vocab]` for hidden states `[.., hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
+        Ok(frozen_linear(hidden, head)?)
+    }
+
+    /// Logits for every position, `[b, t, vocab]`, in f32.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.logits(&self.hidden(ids)?)?.to_dtype(DType::F32)?)
+    }
+}
