@@ -5,6 +5,7 @@ mod adapter;
 mod config;
 mod model;
 mod ops;
+mod peft_io;
 mod weights;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ pub use adapter::{LoraModule, Method, SeededNormal};
 pub use config::LlamaConfig;
 pub use model::{Llama, ModuleKey};
 pub use ops::frozen_linear;
+pub use peft_io::{load_peft, save_peft, PeftExport};
 pub use weights::{LayerWeights, ModelWeights, PROJECTIONS};
 
 /// Errors of training.

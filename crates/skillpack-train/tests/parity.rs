@@ -37,3 +37,22 @@ fn smollm2_q4_1_base_logits_match_pytorch() {
         assert_eq!(argmax.last(), ref_argmax.last(), "prompt{i}: argmax at the last position");
     }
 }
+
+#[test]
+fn peft_fixture_adapters_give_pytorchs_delta_logits() {
+    let mut model = Llama::new(ModelWeights::load(&default_model(), &Device::Cpu, DType::F32).unwrap());
+    let fx = fixtures().join("smollm2");
+    let ids = prompt_ids();
+    let base: Vec<Vec<f32>> = ids.iter().map(|p| run(&model, p).0).collect();
+    for name in ["peft-lora", "peft-lora-rslora-patterns", "peft-adalora"] {
+        skillpack_train::load_peft(&mut model, &fx.join(name)).unwrap();
+        for (i, p) in ids.iter().enumerate() {
+            let (with, _) = run(&model, p);
+            let (torch_with, _) = reference(fx.join(name).join("logits_with_adapter.safetensors"), i);
+            let (torch_base, _) = reference(fx.join("logits_base.safetensors"), i);
+            let cos = cosine(&sub(&with, &base[i]), &sub(&torch_with, &torch_base));
+            println!("{name} prompt{i}: delta cosine {cos:.6}");
+            assert!(cos >= 0.99, "{name} prompt{i}: delta cosine {cos}");
+        }
+    }
+}
