@@ -60,16 +60,29 @@ impl SeededNormal {
 
     /// `n` samples of U(-bound, bound).
     pub fn uniform_samples(&mut self, n: usize, bound: f64) -> Vec<f32> {
-        (0..n).map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32).collect()
+        (0..n)
+            .map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32)
+            .collect()
     }
 }
 
 impl LoraModule {
     /// PEFT's initialisation. LoRA: A ~ kaiming-uniform(a=√5) = U(±1/√in), B = 0.
     /// AdaLoRA: A, B ~ N(0, 0.02²), E = 0.
-    pub fn init(method: Method, r: usize, in_dim: usize, out_dim: usize, alpha: f64, init_r: usize, rng: &mut SeededNormal, device: &Device) -> Result<Self> {
+    pub fn init(
+        method: Method,
+        r: usize,
+        in_dim: usize,
+        out_dim: usize,
+        alpha: f64,
+        init_r: usize,
+        rng: &mut SeededNormal,
+        device: &Device,
+    ) -> Result<Self> {
         let var = |data: Vec<f32>, shape: (usize, usize)| -> Result<Var> {
-            Ok(Var::from_tensor(&Tensor::from_vec(data, shape, device)?.to_dtype(DType::F32)?)?)
+            Ok(Var::from_tensor(
+                &Tensor::from_vec(data, shape, device)?.to_dtype(DType::F32)?,
+            )?)
         };
         Ok(match method {
             Method::AdaLora => LoraModule {
@@ -79,10 +92,17 @@ impl LoraModule {
                 scale: Self::adalora_scale(alpha, init_r),
             },
             Method::Lora | Method::RsLora => LoraModule {
-                a: var(rng.uniform_samples(r * in_dim, 1.0 / (in_dim as f64).sqrt()), (r, in_dim))?,
+                a: var(
+                    rng.uniform_samples(r * in_dim, 1.0 / (in_dim as f64).sqrt()),
+                    (r, in_dim),
+                )?,
                 b: var(vec![0.0; out_dim * r], (out_dim, r))?,
                 e: None,
-                scale: if method == Method::RsLora { alpha / (r as f64).sqrt() } else { alpha / r as f64 },
+                scale: if method == Method::RsLora {
+                    alpha / (r as f64).sqrt()
+                } else {
+                    alpha / r as f64
+                },
             },
         })
     }
@@ -90,7 +110,11 @@ impl LoraModule {
     /// PEFT's AdaLoRA scale: `lora_alpha` (or `init_r` when alpha is 0) over `init_r + 1e-5`,
     /// in f32 as torch computes it.
     pub fn adalora_scale(alpha: f64, init_r: usize) -> f64 {
-        let scaling = if alpha > 0.0 { alpha as f32 } else { init_r as f32 };
+        let scaling = if alpha > 0.0 {
+            alpha as f32
+        } else {
+            init_r as f32
+        };
         (scaling / (init_r as f32 + 1e-5)) as f64
     }
 

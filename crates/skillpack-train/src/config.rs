@@ -49,15 +49,26 @@ impl LlamaConfig {
     /// Reads a Hugging Face `config.json` (llama family).
     pub fn from_hf(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let c: HfConfig = serde_json::from_str(&text).map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
+        let c: HfConfig = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
         if let Some(t) = &c.model_type {
             if t != "llama" && t != "mistral" {
-                return Err(TrainError::Input(format!("{}: model_type `{t}` is not a llama-family model", path.display())));
+                return Err(TrainError::Input(format!(
+                    "{}: model_type `{t}` is not a llama-family model",
+                    path.display()
+                )));
             }
         }
-        if let Some(kind) = c.rope_parameters.as_ref().and_then(|r| r.rope_type.as_deref()) {
+        if let Some(kind) = c
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_type.as_deref())
+        {
             if kind != "default" {
-                return Err(TrainError::Input(format!("{}: rope_type `{kind}` is not supported", path.display())));
+                return Err(TrainError::Input(format!(
+                    "{}: rope_type `{kind}` is not supported",
+                    path.display()
+                )));
             }
         }
         let rope_theta = c
@@ -90,9 +101,9 @@ impl LlamaConfig {
             )));
         }
         let need = |key: &str| {
-            info.arch_u64(key)
-                .map(|v| v as usize)
-                .ok_or_else(|| TrainError::Input(format!("{}: missing llama.{key}", info.path.display())))
+            info.arch_u64(key).map(|v| v as usize).ok_or_else(|| {
+                TrainError::Input(format!("{}: missing llama.{key}", info.path.display()))
+            })
         };
         let f32_key = |key: &str| match info.metadata.get(&format!("llama.{key}")) {
             Some(skillpack_convert::GgufValue::F32(v)) => Some(*v as f64),
@@ -102,7 +113,12 @@ impl LlamaConfig {
         let heads = need("attention.head_count")?;
         let vocab = match info.tensors.get("token_embd.weight") {
             Some(t) => t.dims[0],
-            None => return Err(TrainError::Input(format!("{}: no token_embd.weight", info.path.display()))),
+            None => {
+                return Err(TrainError::Input(format!(
+                    "{}: no token_embd.weight",
+                    info.path.display()
+                )))
+            }
         };
         Ok(LlamaConfig {
             vocab_size: vocab,
@@ -110,8 +126,14 @@ impl LlamaConfig {
             intermediate_size: need("feed_forward_length")?,
             num_hidden_layers: need("block_count")?,
             num_attention_heads: heads,
-            num_key_value_heads: info.arch_u64("attention.head_count_kv").map(|v| v as usize).unwrap_or(heads),
-            head_dim: info.arch_u64("attention.key_length").map(|v| v as usize).unwrap_or(hidden / heads),
+            num_key_value_heads: info
+                .arch_u64("attention.head_count_kv")
+                .map(|v| v as usize)
+                .unwrap_or(heads),
+            head_dim: info
+                .arch_u64("attention.key_length")
+                .map(|v| v as usize)
+                .unwrap_or(hidden / heads),
             rms_norm_eps: f32_key("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             rope_theta: f32_key("rope.freq_base").unwrap_or(10000.0),
             tie_word_embeddings: !info.tensors.contains_key("output.weight"),

@@ -1,6 +1,7 @@
 //! Stage 1 of SA-MDKIF: training skills as LoRA / AdaLoRA adapters in candle, on CPU or CUDA,
 //! from a GGUF or Hugging Face llama-family base.
 
+mod adalora;
 mod adapter;
 mod config;
 mod model;
@@ -10,6 +11,7 @@ mod weights;
 
 use std::path::Path;
 
+pub use adalora::{orthogonal_regularization, AdaLoraSchedule, RankAllocator, TripletView};
 pub use adapter::{LoraModule, Method, SeededNormal};
 pub use config::LlamaConfig;
 pub use model::{Llama, ModuleKey};

@@ -21,12 +21,19 @@ pub struct Llama {
     device: Device,
 }
 
-fn rope_tables(head_dim: usize, theta: f64, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+fn rope_tables(
+    head_dim: usize,
+    theta: f64,
+    len: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let inv: Vec<f32> = (0..head_dim / 2)
         .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) as f32)
         .collect();
     let inv = Tensor::from_vec(inv, (1, head_dim / 2), device)?;
-    let t = Tensor::arange(0u32, len as u32, device)?.to_dtype(DType::F32)?.reshape((len, 1))?;
+    let t = Tensor::arange(0u32, len as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((len, 1))?;
     let freqs = t.matmul(&inv)?;
     Ok((freqs.cos()?, freqs.sin()?))
 }
@@ -67,7 +74,12 @@ impl Llama {
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let c = &self.weights.config;
         let (b, t) = ids.dims2()?;
-        let (h, nh, nkv, hd) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let (h, nh, nkv, hd) = (
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.head_dim,
+        );
         let (cos, sin) = rope_tables(hd, c.rope_theta, t, &self.device)?;
         let dtype = self.weights.embed.dtype();
         let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
@@ -76,7 +88,9 @@ impl Llama {
         let mut x = self.weights.embed.index_select(&ids.flatten_all()?, 0)?; // [b·t, h]
         for (l, lw) in self.weights.layers.iter().enumerate() {
             let normed = candle_nn::ops::rms_norm_slow(&x, &lw.input_norm, eps)?;
-            let heads = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) };
+            let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+                Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+            };
             let q = heads(self.linear(l, "q_proj", &normed)?, nh)?;
             let k = heads(self.linear(l, "k_proj", &normed)?, nkv)?;
             let v = heads(self.linear(l, "v_proj", &normed)?, nkv)?;
@@ -87,13 +101,19 @@ impl Llama {
             } else {
                 let rep = nh / nkv;
                 let expand = |z: Tensor| -> Result<Tensor> {
-                    Ok(z.unsqueeze(2)?.expand((b, nkv, rep, t, hd))?.reshape((b, nh, t, hd))?)
+                    Ok(z.unsqueeze(2)?
+                        .expand((b, nkv, rep, t, hd))?
+                        .reshape((b, nh, t, hd))?)
                 };
                 (expand(k)?, expand(v)?)
             };
             let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
             let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-            let attn = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * t, nh * hd))?;
+            let attn = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b * t, nh * hd))?;
             x = (x + self.linear(l, "o_proj", &attn)?)?;
             let normed = candle_nn::ops::rms_norm_slow(&x, &lw.post_attention_norm, eps)?;
             let gate = self.linear(l, "gate_proj", &normed)?;

@@ -13,7 +13,13 @@ impl CustomOp2 for FrozenMatmul {
         "frozen-matmul"
     }
 
-    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (m, k) = xl.shape().dims2()?;
         let (n, k2) = wl.shape().dims2()?;
         if k != k2 {
@@ -37,7 +43,13 @@ impl CustomOp2 for FrozenMatmul {
         Ok((x.matmul(w, (1, m, n, k), xl, &wt)?, Shape::from((m, n))))
     }
 
-    fn bwd(&self, _x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((Some(grad.matmul(w)?), None))
     }
 }

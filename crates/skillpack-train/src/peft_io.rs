@@ -13,7 +13,11 @@ fn projection(name: &str) -> Option<&'static str> {
 }
 
 fn var(m: &skillpack_convert::Matrix, device: &Device) -> Result<Var> {
-    Ok(Var::from_tensor(&Tensor::from_slice(&m.data, (m.rows, m.cols), device)?)?)
+    Ok(Var::from_tensor(&Tensor::from_slice(
+        &m.data,
+        (m.rows, m.cols),
+        device,
+    )?)?)
 }
 
 /// Attaches the adapter in PEFT directory `dir` to `model` (replacing existing adapters).
@@ -22,13 +26,22 @@ pub fn load_peft(model: &mut Llama, dir: &Path) -> Result<Method> {
     let device = model.device().clone();
     model.adapters.clear();
     for m in &peft.modules {
-        let p = projection(&m.projection)
-            .ok_or_else(|| TrainError::Input(format!("{}: unknown projection `{}`", dir.display(), m.projection)))?;
+        let p = projection(&m.projection).ok_or_else(|| {
+            TrainError::Input(format!(
+                "{}: unknown projection `{}`",
+                dir.display(),
+                m.projection
+            ))
+        })?;
         if m.a.rows == 0 {
             continue;
         }
         let e = match &m.e {
-            Some(e) => Some(Var::from_tensor(&Tensor::from_slice(e, (e.len(), 1), &device)?)?),
+            Some(e) => Some(Var::from_tensor(&Tensor::from_slice(
+                e,
+                (e.len(), 1),
+                &device,
+            )?)?),
             None => None,
         };
         model.adapters.insert(
@@ -63,7 +76,11 @@ pub struct PeftExport {
 }
 
 fn module_path(layer: usize, p: &str) -> String {
-    let group = if ["gate_proj", "up_proj", "down_proj"].contains(&p) { "mlp" } else { "self_attn" };
+    let group = if ["gate_proj", "up_proj", "down_proj"].contains(&p) {
+        "mlp"
+    } else {
+        "self_attn"
+    };
     format!("model.layers.{layer}.{group}.{p}")
 }
 
@@ -79,8 +96,17 @@ pub fn save_peft(model: &Llama, dir: &Path, export: &PeftExport) -> Result<()> {
         let key = |part: &str| format!("base_model.model.{path}.{part}");
         match (&m.e, export.method) {
             (Some(e), Method::AdaLora) => {
-                let mask = export.rank_masks.get(&(*layer, *p)).cloned().unwrap_or_else(|| vec![true; m.rank()]);
-                let keep: Vec<u32> = mask.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i as u32).collect();
+                let mask = export
+                    .rank_masks
+                    .get(&(*layer, *p))
+                    .cloned()
+                    .unwrap_or_else(|| vec![true; m.rank()]);
+                let keep: Vec<u32> = mask
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| **k)
+                    .map(|(i, _)| i as u32)
+                    .collect();
                 let idx = Tensor::new(keep.as_slice(), model.device())?;
                 tensors.push((key("lora_A"), m.a.as_tensor().index_select(&idx, 0)?));
                 tensors.push((key("lora_E"), e.as_tensor().index_select(&idx, 0)?));
@@ -126,7 +152,8 @@ pub fn save_peft(model: &Llama, dir: &Path, export: &PeftExport) -> Result<()> {
     let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
     candle_core::safetensors::save(&map, &tmp)?;
     std::fs::rename(&tmp, &st_path).map_err(|e| TrainError::io(&st_path, e))?;
-    let text = serde_json::to_string_pretty(&config).map_err(|e| TrainError::Input(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&config).map_err(|e| TrainError::Input(e.to_string()))?;
     skillpack_convert::write_atomic(&dir.join("adapter_config.json"), text.as_bytes())?;
     Ok(())
 }

@@ -13,7 +13,15 @@ use skillpack_convert::GgufInfo;
 use crate::{LlamaConfig, Result, TrainError};
 
 /// The linear projections of a block, by Hugging Face name.
-pub const PROJECTIONS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// One transformer block's frozen weights.
 #[derive(Debug, Clone)]
@@ -65,11 +73,12 @@ impl ModelWeights {
         let info = GgufInfo::open(path)?;
         let config = LlamaConfig::from_gguf(&info)?;
         let mut file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
+        let content = gguf_file::Content::read(&mut file)
+            .map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
         let mut get = |name: &str| -> Result<Tensor> {
-            let q = content
-                .tensor(&mut file, name, device)
-                .map_err(|e| TrainError::Input(format!("{}: tensor `{name}`: {e}", path.display())))?;
+            let q = content.tensor(&mut file, name, device).map_err(|e| {
+                TrainError::Input(format!("{}: tensor `{name}`: {e}", path.display()))
+            })?;
             Ok(q.dequantize(device)?.to_dtype(dtype)?)
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -90,7 +99,11 @@ impl ModelWeights {
                 linears,
             });
         }
-        let lm_head = if config.tie_word_embeddings { None } else { Some(get("output.weight")?) };
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(get("output.weight")?)
+        };
         Ok(ModelWeights {
             embed: get("token_embd.weight")?,
             norm: get("output_norm.weight")?,
@@ -104,27 +117,39 @@ impl ModelWeights {
     pub fn from_hf(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = LlamaConfig::from_hf(&dir.join("config.json"))?;
         let path = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&path, device).map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
+        let tensors = candle_core::safetensors::load(&path, device)
+            .map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
         let get = |name: &str| -> Result<Tensor> {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| TrainError::Input(format!("{}: no tensor `{name}`", path.display())))?;
+            let t = tensors.get(name).ok_or_else(|| {
+                TrainError::Input(format!("{}: no tensor `{name}`", path.display()))
+            })?;
             Ok(t.to_dtype(dtype)?)
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let mut linears = HashMap::new();
             for p in PROJECTIONS {
-                let group = if p.ends_with("_proj") && ["gate_proj", "up_proj", "down_proj"].contains(&p) { "mlp" } else { "self_attn" };
+                let group =
+                    if p.ends_with("_proj") && ["gate_proj", "up_proj", "down_proj"].contains(&p) {
+                        "mlp"
+                    } else {
+                        "self_attn"
+                    };
                 linears.insert(p, get(&format!("model.layers.{l}.{group}.{p}.weight"))?);
             }
             layers.push(LayerWeights {
                 input_norm: get(&format!("model.layers.{l}.input_layernorm.weight"))?,
-                post_attention_norm: get(&format!("model.layers.{l}.post_attention_layernorm.weight"))?,
+                post_attention_norm: get(&format!(
+                    "model.layers.{l}.post_attention_layernorm.weight"
+                ))?,
                 linears,
             });
         }
-        let lm_head = if config.tie_word_embeddings { None } else { Some(get("lm_head.weight")?) };
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(get("lm_head.weight")?)
+        };
         Ok(ModelWeights {
             embed: get("model.embed_tokens.weight")?,
             norm: get("model.norm.weight")?,

@@ -13,7 +13,11 @@ pub fn fixtures() -> PathBuf {
     let dir = std::env::var_os("SKILLPACK_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("../shared/fixtures"));
-    assert!(dir.join("prompts.json").is_file(), "fixtures not found at {} (set SKILLPACK_FIXTURES)", dir.display());
+    assert!(
+        dir.join("prompts.json").is_file(),
+        "fixtures not found at {} (set SKILLPACK_FIXTURES)",
+        dir.display()
+    );
     dir
 }
 
@@ -21,17 +25,29 @@ pub fn default_model() -> PathBuf {
     let p = std::env::var_os("SKILLPACK_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert!(p.is_file(), "default model not found at {} (run scripts/setup.sh)", p.display());
+    assert!(
+        p.is_file(),
+        "default model not found at {} (run scripts/setup.sh)",
+        p.display()
+    );
     p
 }
 
 pub fn prompt_ids() -> Vec<Vec<u32>> {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("prompts.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("prompts.json")).unwrap())
+            .unwrap();
     v["token_ids"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect())
+        .map(|p| {
+            p.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u32)
+                .collect()
+        })
         .collect()
 }
 
@@ -58,16 +74,26 @@ pub fn sub(a: &[f32], b: &[f32]) -> Vec<f32> {
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap()
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap()
 }
 
 /// Logits of every position for `ids`: (last row, argmax per position).
 pub fn run(model: &skillpack_train::Llama, ids: &[u32]) -> (Vec<f32>, Vec<i64>) {
-    let t = Tensor::new(ids, model.device()).unwrap().unsqueeze(0).unwrap();
+    let t = Tensor::new(ids, model.device())
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let logits = model.forward(&t).unwrap().squeeze(0).unwrap();
     let rows = logits.to_vec2::<f32>().unwrap();
     let argmax = rows.iter().map(|r| argmax(r) as i64).collect();

@@ -17,7 +17,11 @@ fn tiny_llama_base_logits_match_pytorch_from_hf_and_gguf() {
             let (ref_last, ref_argmax) = reference(fx.join("logits_base.safetensors"), i);
             let diff = max_abs_diff(&last, &ref_last);
             println!("{} prompt{i}: max |diff| {diff:.2e}", source.display());
-            assert!(diff <= 1e-3, "{}: prompt{i} max |diff| {diff}", source.display());
+            assert!(
+                diff <= 1e-3,
+                "{}: prompt{i} max |diff| {diff}",
+                source.display()
+            );
             assert_eq!(argmax, ref_argmax, "{}: prompt{i} argmax", source.display());
         }
     }
@@ -31,16 +35,28 @@ fn smollm2_q4_1_base_logits_match_pytorch() {
         let (last, argmax) = run(&model, ids);
         let (ref_last, ref_argmax) = reference(reference_file.clone(), i);
         let cos = cosine(&last, &ref_last);
-        let agree = argmax.iter().zip(&ref_argmax).filter(|(a, b)| a == b).count();
-        println!("prompt{i}: cosine {cos:.6}, argmax agrees at {agree}/{} positions", ids.len());
+        let agree = argmax
+            .iter()
+            .zip(&ref_argmax)
+            .filter(|(a, b)| a == b)
+            .count();
+        println!(
+            "prompt{i}: cosine {cos:.6}, argmax agrees at {agree}/{} positions",
+            ids.len()
+        );
         assert!(cos >= 0.999, "prompt{i}: cosine {cos}");
-        assert_eq!(argmax.last(), ref_argmax.last(), "prompt{i}: argmax at the last position");
+        assert_eq!(
+            argmax.last(),
+            ref_argmax.last(),
+            "prompt{i}: argmax at the last position"
+        );
     }
 }
 
 #[test]
 fn peft_fixture_adapters_give_pytorchs_delta_logits() {
-    let mut model = Llama::new(ModelWeights::load(&default_model(), &Device::Cpu, DType::F32).unwrap());
+    let mut model =
+        Llama::new(ModelWeights::load(&default_model(), &Device::Cpu, DType::F32).unwrap());
     let fx = fixtures().join("smollm2");
     let ids = prompt_ids();
     let base: Vec<Vec<f32>> = ids.iter().map(|p| run(&model, p).0).collect();
@@ -48,7 +64,8 @@ fn peft_fixture_adapters_give_pytorchs_delta_logits() {
         skillpack_train::load_peft(&mut model, &fx.join(name)).unwrap();
         for (i, p) in ids.iter().enumerate() {
             let (with, _) = run(&model, p);
-            let (torch_with, _) = reference(fx.join(name).join("logits_with_adapter.safetensors"), i);
+            let (torch_with, _) =
+                reference(fx.join(name).join("logits_with_adapter.safetensors"), i);
             let (torch_base, _) = reference(fx.join("logits_base.safetensors"), i);
             let cos = cosine(&sub(&with, &base[i]), &sub(&torch_with, &torch_base));
             println!("{name} prompt{i}: delta cosine {cos:.6}");
