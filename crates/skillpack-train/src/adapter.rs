@@ -58,6 +58,16 @@ impl SeededNormal {
             .collect()
     }
 
+    /// A uniform integer in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.uniform() * n as f64) as usize).min(n - 1)
+    }
+
+    /// The generator's state (for checkpoints).
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
     /// `n` samples of U(-bound, bound).
     pub fn uniform_samples(&mut self, n: usize, bound: f64) -> Vec<f32> {
         (0..n)

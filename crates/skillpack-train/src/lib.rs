@@ -4,9 +4,11 @@
 mod adalora;
 mod adapter;
 mod config;
+mod data;
 mod model;
 mod ops;
 mod peft_io;
+mod trainer;
 mod weights;
 
 use std::path::Path;
@@ -14,9 +16,11 @@ use std::path::Path;
 pub use adalora::{orthogonal_regularization, AdaLoraSchedule, RankAllocator, TripletView};
 pub use adapter::{LoraModule, Method, SeededNormal};
 pub use config::LlamaConfig;
+pub use data::{bucketed_batches, prompt_ids, read_jsonl, tokenize, Example, Record};
 pub use model::{Llama, ModuleKey};
 pub use ops::frozen_linear;
 pub use peft_io::{load_peft, save_peft, PeftExport};
+pub use trainer::{Decay, StepMetrics, TrainConfig, Trainer};
 pub use weights::{LayerWeights, ModelWeights, PROJECTIONS};
 
 /// Errors of training.

@@ -1,0 +1,564 @@
+//! The training loop: AdamW with warmup and cosine/linear decay, gradient clipping and
+//! accumulation, AdaLoRA's orthogonal regularisation and rank allocation, deterministic
+//! batching, and atomic checkpoints that resume bit for bit on CPU.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::adalora::{orthogonal_regularization, AdaLoraSchedule, RankAllocator, TripletView};
+use crate::{
+    bucketed_batches, Example, Llama, LoraModule, Method, ModuleKey, Result, SeededNormal,
+    TrainError, PROJECTIONS,
+};
+
+/// Learning-rate decay after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decay {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+/// Everything that defines a training run (saved in checkpoints; a resume must match it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub method: Method,
+    /// HF projection names to adapt.
+    pub targets: Vec<String>,
+    /// LoRA rank, or AdaLoRA's `init_r`.
+    pub r: usize,
+    /// AdaLoRA's final average rank.
+    pub target_r: usize,
+    pub alpha: f64,
+    pub steps: usize,
+    pub batch: usize,
+    pub accumulate: usize,
+    pub max_len: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub decay: Decay,
+    pub weight_decay: f64,
+    pub clip: f64,
+    pub seed: u64,
+    /// AdaLoRA: warmup steps without pruning, final steps with a frozen pattern, masking period.
+    pub tinit: usize,
+    pub tfinal: usize,
+    pub delta_t: usize,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub orth_reg_weight: f64,
+    pub checkpoint_every: usize,
+}
+
+impl TrainConfig {
+    /// Sensible defaults for a skill: AdaLoRA init_r 12 → 8 on all seven linears.
+    pub fn skill_defaults(steps: usize) -> Self {
+        TrainConfig {
+            method: Method::AdaLora,
+            targets: PROJECTIONS.iter().map(|s| s.to_string()).collect(),
+            r: 12,
+            target_r: 8,
+            alpha: 32.0,
+            steps,
+            batch: 4,
+            accumulate: 1,
+            max_len: 256,
+            lr: 1e-3,
+            warmup: steps / 20,
+            decay: Decay::Cosine,
+            weight_decay: 0.0,
+            clip: 1.0,
+            seed: 42,
+            tinit: steps / 10,
+            tfinal: steps / 5,
+            delta_t: 10,
+            beta1: 0.85,
+            beta2: 0.85,
+            orth_reg_weight: 0.5,
+            checkpoint_every: 50,
+        }
+    }
+
+    fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = (self.steps - self.warmup).max(1) as f64;
+        let progress = ((step - self.warmup) as f64 / span).min(1.0);
+        match self.decay {
+            Decay::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            Decay::Linear => self.lr * (1.0 - progress),
+            Decay::Constant => self.lr,
+        }
+    }
+
+    fn schedule(&self) -> AdaLoraSchedule {
+        AdaLoraSchedule {
+            init_r: self.r,
+            target_r: self.target_r,
+            tinit: self.tinit,
+            tfinal: self.tfinal,
+            delta_t: self.delta_t.max(1),
+            total_step: self.steps,
+            beta1: self.beta1,
+            beta2: self.beta2,
+        }
+    }
+}
+
+/// Metrics of one optimizer step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub loss: f64,
+    pub orth_reg: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+    pub target_tokens: usize,
+    pub seconds: f64,
+    /// AdaLoRA: total rank kept.
+    pub rank_budget: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    config: TrainConfig,
+    step: usize,
+    rank_pattern: Option<BTreeMap<String, Vec<bool>>>,
+    adam_t: usize,
+}
+
+/// A training run over tokenized examples.
+pub struct Trainer {
+    pub model: Llama,
+    pub config: TrainConfig,
+    examples: Vec<Example>,
+    step: usize,
+    adam_m: BTreeMap<String, Tensor>,
+    adam_v: BTreeMap<String, Tensor>,
+    adam_t: usize,
+    allocator: Option<RankAllocator>,
+    out_dir: PathBuf,
+}
+
+fn module_name((layer, p): &ModuleKey) -> String {
+    format!("{layer}.{p}")
+}
+
+fn projection(name: &str) -> Result<&'static str> {
+    PROJECTIONS
+        .iter()
+        .copied()
+        .find(|p| *p == name)
+        .ok_or_else(|| TrainError::Input(format!("unknown target module `{name}` (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)")))
+}
+
+impl Trainer {
+    /// Attaches freshly initialised adapters (seeded) to `model`.
+    pub fn new(
+        mut model: Llama,
+        config: TrainConfig,
+        examples: Vec<Example>,
+        out_dir: &Path,
+    ) -> Result<Self> {
+        if examples.is_empty() {
+            return Err(TrainError::Input("no training examples".into()));
+        }
+        if config.method == Method::AdaLora && !(config.tinit + config.tfinal < config.steps) {
+            return Err(TrainError::Input(format!(
+                "AdaLoRA needs tinit + tfinal < steps ({} + {} >= {})",
+                config.tinit, config.tfinal, config.steps
+            )));
+        }
+        let mut rng = SeededNormal::new(config.seed);
+        let device = model.device().clone();
+        model.adapters.clear();
+        let c = model.weights.config.clone();
+        let targets: Vec<&'static str> = config
+            .targets
+            .iter()
+            .map(|t| projection(t))
+            .collect::<Result<_>>()?;
+        for layer in 0..c.num_hidden_layers {
+            for &p in &targets {
+                let w = &model.weights.layers[layer].linears[p];
+                let (out_dim, in_dim) = w.dims2()?;
+                let m = LoraModule::init(
+                    config.method,
+                    config.r,
+                    in_dim,
+                    out_dim,
+                    config.alpha,
+                    config.r,
+                    &mut rng,
+                    &device,
+                )?;
+                model.adapters.insert((layer, p), m);
+            }
+        }
+        let allocator = (config.method == Method::AdaLora).then(|| {
+            let ranks: BTreeMap<String, usize> = model
+                .adapters
+                .keys()
+                .map(|k| (module_name(k), config.r))
+                .collect();
+            RankAllocator::new(config.schedule(), &ranks)
+        });
+        std::fs::create_dir_all(out_dir).map_err(|e| TrainError::io(out_dir, e))?;
+        Ok(Trainer {
+            model,
+            config,
+            examples,
+            step: 0,
+            adam_m: BTreeMap::new(),
+            adam_v: BTreeMap::new(),
+            adam_t: 0,
+            allocator,
+            out_dir: out_dir.into(),
+        })
+    }
+
+    /// Optimizer steps done.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The final AdaLoRA rank pattern (after `steps - tfinal`).
+    pub fn rank_pattern(&self) -> Option<&BTreeMap<String, Vec<bool>>> {
+        self.allocator
+            .as_ref()
+            .and_then(|a| a.rank_pattern.as_ref())
+    }
+
+    /// The micro-batch (example indices) used at global micro-step `micro`. Each epoch is a
+    /// fresh seeded shuffle, so the order depends only on the seed and the position.
+    fn micro_batch(&self, micro: usize) -> Vec<usize> {
+        let lengths: Vec<usize> = self.examples.iter().map(|e| e.ids.len()).collect();
+        let per_epoch = lengths.len().div_ceil(self.config.batch);
+        let epoch = micro / per_epoch;
+        let batches = bucketed_batches(
+            &lengths,
+            self.config.batch,
+            self.config.seed.wrapping_add(epoch as u64),
+        );
+        batches[micro % batches.len()].clone()
+    }
+
+    fn vars(&self) -> Vec<(String, &Var)> {
+        let mut out = Vec::new();
+        for (k, m) in &self.model.adapters {
+            let n = module_name(k);
+            out.push((format!("{n}.a"), &m.a));
+            out.push((format!("{n}.b"), &m.b));
+            if let Some(e) = &m.e {
+                out.push((format!("{n}.e"), e));
+            }
+        }
+        out
+    }
+
+    /// Mean cross-entropy over the target tokens of `batch`, and the token counts.
+    pub fn batch_loss(&self, batch: &[usize]) -> Result<(Tensor, usize, usize)> {
+        let device = self.model.device();
+        let t = batch
+            .iter()
+            .map(|&i| self.examples[i].ids.len())
+            .max()
+            .unwrap_or(1);
+        let mut ids = Vec::with_capacity(batch.len() * t);
+        let (mut rows, mut labels) = (Vec::new(), Vec::new());
+        for (bi, &i) in batch.iter().enumerate() {
+            let ex = &self.examples[i];
+            for pos in 0..t {
+                ids.push(*ex.ids.get(pos).unwrap_or(&0));
+                // Position pos predicts ids[pos + 1].
+                if pos + 1 < ex.ids.len() && ex.targets[pos + 1] {
+                    rows.push((bi * t + pos) as u32);
+                    labels.push(ex.ids[pos + 1]);
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Err(TrainError::Input(
+                "a batch has no target tokens (outputs truncated away?)".into(),
+            ));
+        }
+        let ids = Tensor::from_vec(ids, (batch.len(), t), device)?;
+        let hidden = self.model.hidden(&ids)?;
+        let h = hidden.dim(2)?;
+        // Only the rows that predict a target go through the (vocabulary-sized) output layer.
+        let picked = hidden
+            .reshape((batch.len() * t, h))?
+            .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
+        let logits = self.model.logits(&picked)?.to_dtype(DType::F32)?;
+        let labels = Tensor::new(labels.as_slice(), device)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+        Ok((loss, batch.len() * t, rows.len()))
+    }
+
+    /// Runs one optimizer step (with gradient accumulation) and returns its metrics.
+    pub fn train_step(&mut self) -> Result<StepMetrics> {
+        let started = std::time::Instant::now();
+        let cfg = self.config.clone();
+        let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
+        let (mut loss_sum, mut orth_sum, mut tokens, mut target_tokens) = (0.0, 0.0, 0, 0);
+        for k in 0..cfg.accumulate {
+            let batch = self.micro_batch(self.step * cfg.accumulate + k);
+            let (loss, n, nt) = self.batch_loss(&batch)?;
+            tokens += n;
+            target_tokens += nt;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            let mut total = loss;
+            if cfg.method == Method::AdaLora && cfg.orth_reg_weight > 0.0 {
+                let pairs: Vec<(&Tensor, &Tensor)> = self
+                    .model
+                    .adapters
+                    .values()
+                    .map(|m| (m.a.as_tensor(), m.b.as_tensor()))
+                    .collect();
+                if let Some(reg) = orthogonal_regularization(&pairs)? {
+                    orth_sum += reg.to_scalar::<f32>()? as f64;
+                    total = (total + (reg * cfg.orth_reg_weight)?)?;
+                }
+            }
+            let total = (total / cfg.accumulate as f64)?;
+            let store = total.backward()?;
+            for (name, var) in self.vars() {
+                let g = store
+                    .get(var.as_tensor())
+                    .ok_or_else(|| TrainError::Input(format!("no gradient reached {name}")))?;
+                let g = match grads.remove(&name) {
+                    Some(prev) => (prev + g)?,
+                    None => g.clone(),
+                };
+                grads.insert(name, g);
+            }
+        }
+        // Global-norm clipping.
+        let mut sq = 0f64;
+        for g in grads.values() {
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+        }
+        let grad_norm = sq.sqrt();
+        if cfg.clip > 0.0 && grad_norm > cfg.clip {
+            let f = cfg.clip / (grad_norm + 1e-6);
+            for g in grads.values_mut() {
+                *g = (&*g * f)?;
+            }
+        }
+        // AdamW (torch semantics: decoupled weight decay, bias-corrected moments).
+        let lr = cfg.lr_at(self.step);
+        self.adam_t += 1;
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        let bc1 = 1.0 - b1.powi(self.adam_t as i32);
+        let bc2 = 1.0 - b2.powi(self.adam_t as i32);
+        let names: Vec<(String, Var)> = self
+            .vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.clone()))
+            .collect();
+        for (name, var) in &names {
+            let g = &grads[name];
+            let m = match self.adam_m.get(name) {
+                Some(m) => ((m * b1)? + (g * (1.0 - b1))?)?,
+                None => (g * (1.0 - b1))?,
+            };
+            let v = match self.adam_v.get(name) {
+                Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
+                None => (g.sqr()? * (1.0 - b2))?,
+            };
+            let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + eps)?)?;
+            let mut p = var.as_tensor().clone();
+            if cfg.weight_decay > 0.0 {
+                p = (p * (1.0 - lr * cfg.weight_decay))?;
+            }
+            var.set(&(p - (update * lr)?)?)?;
+            self.adam_m.insert(name.clone(), m);
+            self.adam_v.insert(name.clone(), v);
+        }
+        let mut rank_budget = None;
+        if let Some(allocator) = &mut self.allocator {
+            let owned: Vec<(String, &LoraModule)> = self
+                .model
+                .adapters
+                .iter()
+                .map(|(k, m)| (module_name(k), m))
+                .collect();
+            let mut views = BTreeMap::new();
+            for (n, m) in &owned {
+                let e = m.e.as_ref().expect("AdaLoRA modules have E");
+                views.insert(
+                    n.clone(),
+                    TripletView {
+                        a: m.a.as_tensor(),
+                        b: m.b.as_tensor(),
+                        e: e.as_tensor(),
+                        grad_a: &grads[&format!("{n}.a")],
+                        grad_b: &grads[&format!("{n}.b")],
+                        grad_e: &grads[&format!("{n}.e")],
+                    },
+                );
+            }
+            if let Some(new_e) = allocator.update_and_allocate(self.step, &views)? {
+                for (n, m) in &owned {
+                    if let (Some(e), Some(new)) = (&m.e, new_e.get(n)) {
+                        e.set(new)?;
+                    }
+                }
+            }
+            rank_budget = Some(allocator.budget_schedule(self.step).0);
+        }
+        self.step += 1;
+        let metrics = StepMetrics {
+            step: self.step,
+            loss: loss_sum / cfg.accumulate as f64,
+            orth_reg: orth_sum / cfg.accumulate as f64,
+            lr,
+            grad_norm,
+            tokens,
+            target_tokens,
+            seconds: started.elapsed().as_secs_f64(),
+            rank_budget,
+        };
+        let line = serde_json::to_string(&metrics).map_err(|e| TrainError::Input(e.to_string()))?;
+        let metrics_path = self.out_dir.join("metrics.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| TrainError::io(&metrics_path, e))?;
+        writeln!(f, "{line}").map_err(|e| TrainError::io(&metrics_path, e))?;
+        if cfg.checkpoint_every > 0 && self.step % cfg.checkpoint_every == 0 {
+            self.save_checkpoint()?;
+        }
+        Ok(metrics)
+    }
+
+    fn checkpoint_dir(&self) -> PathBuf {
+        self.out_dir.join("checkpoint")
+    }
+
+    /// Writes the full state (adapters, AdamW moments, allocator) atomically: a new directory is
+    /// written and synced, then swapped in; a crash leaves the previous checkpoint intact.
+    pub fn save_checkpoint(&self) -> Result<()> {
+        let dir = self.checkpoint_dir();
+        let tmp = self.out_dir.join("checkpoint.tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        for (n, v) in self.vars() {
+            tensors.insert(format!("param.{n}"), v.as_tensor().clone());
+        }
+        for (n, t) in &self.adam_m {
+            tensors.insert(format!("adam_m.{n}"), t.clone());
+        }
+        for (n, t) in &self.adam_v {
+            tensors.insert(format!("adam_v.{n}"), t.clone());
+        }
+        if let Some(a) = &self.allocator {
+            for (n, t) in a.state_tensors() {
+                tensors.insert(format!("alloc.{n}"), t);
+            }
+        }
+        candle_core::safetensors::save(&tensors, tmp.join("state.safetensors"))?;
+        let state = CheckpointState {
+            config: self.config.clone(),
+            step: self.step,
+            rank_pattern: self.rank_pattern().cloned(),
+            adam_t: self.adam_t,
+        };
+        let json =
+            serde_json::to_vec_pretty(&state).map_err(|e| TrainError::Input(e.to_string()))?;
+        std::fs::write(tmp.join("state.json"), json).map_err(|e| TrainError::io(&tmp, e))?;
+        for f in ["state.safetensors", "state.json"] {
+            std::fs::File::open(tmp.join(f))
+                .and_then(|f| f.sync_all())
+                .map_err(|e| TrainError::io(&tmp, e))?;
+        }
+        let old = self.out_dir.join("checkpoint.old");
+        let _ = std::fs::remove_dir_all(&old);
+        if dir.exists() {
+            std::fs::rename(&dir, &old).map_err(|e| TrainError::io(&dir, e))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Restores the state of the checkpoint in the output directory; the configuration must match.
+    pub fn resume(&mut self) -> Result<bool> {
+        let mut dir = self.checkpoint_dir();
+        if !dir.join("state.json").is_file() {
+            // A crash between the two renames leaves only the previous checkpoint.
+            dir = self.out_dir.join("checkpoint.old");
+            if !dir.join("state.json").is_file() {
+                return Ok(false);
+            }
+        }
+        let state: CheckpointState = serde_json::from_slice(
+            &std::fs::read(dir.join("state.json")).map_err(|e| TrainError::io(&dir, e))?,
+        )
+        .map_err(|e| TrainError::Input(format!("{}: {e}", dir.display())))?;
+        if state.config != self.config {
+            return Err(TrainError::Input(format!(
+                "{}: the checkpoint was made with other settings; resume with the same options or use a new --out",
+                dir.display()
+            )));
+        }
+        let tensors =
+            candle_core::safetensors::load(dir.join("state.safetensors"), self.model.device())?;
+        for (n, v) in self.vars() {
+            let t = tensors.get(&format!("param.{n}")).ok_or_else(|| {
+                TrainError::Input(format!("{}: checkpoint lacks {n}", dir.display()))
+            })?;
+            v.set(t)?;
+        }
+        self.adam_m.clear();
+        self.adam_v.clear();
+        let mut alloc = HashMap::new();
+        for (k, t) in tensors {
+            if let Some(n) = k.strip_prefix("adam_m.") {
+                self.adam_m.insert(n.to_string(), t);
+            } else if let Some(n) = k.strip_prefix("adam_v.") {
+                self.adam_v.insert(n.to_string(), t);
+            } else if let Some(n) = k.strip_prefix("alloc.") {
+                alloc.insert(n.to_string(), t);
+            }
+        }
+        if let Some(a) = &mut self.allocator {
+            a.restore(&alloc)?;
+            a.rank_pattern = state.rank_pattern;
+        }
+        self.adam_t = state.adam_t;
+        self.step = state.step;
+        // Metrics after the checkpoint are replayed: drop the lines past it.
+        let metrics = self.out_dir.join("metrics.jsonl");
+        if let Ok(text) = std::fs::read_to_string(&metrics) {
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<StepMetrics>(l)
+                        .map(|m| m.step <= self.step)
+                        .unwrap_or(false)
+                })
+                .collect();
+            let body = if kept.is_empty() {
+                String::new()
+            } else {
+                kept.join("\n") + "\n"
+            };
+            skillpack_convert::write_atomic(&metrics, body.as_bytes())?;
+        }
+        Ok(true)
+    }
+}
