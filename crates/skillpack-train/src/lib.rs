@@ -19,7 +19,7 @@ pub use config::LlamaConfig;
 pub use data::{bucketed_batches, prompt_ids, read_jsonl, tokenize, Example, Record};
 pub use model::{Llama, ModuleKey};
 pub use ops::frozen_linear;
-pub use peft_io::{load_peft, save_peft, PeftExport};
+pub use peft_io::{export_trained, load_peft, save_peft, ExportReport, PeftExport};
 pub use trainer::{Decay, StepMetrics, TrainConfig, Trainer};
 pub use weights::{LayerWeights, ModelWeights, PROJECTIONS};
 

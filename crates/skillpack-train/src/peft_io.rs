@@ -157,3 +157,84 @@ pub fn save_peft(model: &Llama, dir: &Path, export: &PeftExport) -> Result<()> {
     skillpack_convert::write_atomic(&dir.join("adapter_config.json"), text.as_bytes())?;
     Ok(())
 }
+
+/// Where [`export_trained`] wrote the adapter.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportReport {
+    pub peft_dir: std::path::PathBuf,
+    pub gguf: Option<std::path::PathBuf>,
+    pub modules: usize,
+    pub total_rank: usize,
+}
+
+/// Writes a trained adapter as a PEFT directory (`DIR/peft`) and, given the GGUF base, as a GGUF
+/// LoRA adapter through the converter (`DIR/adapter.gguf`).
+pub fn export_trained(
+    trainer: &crate::Trainer,
+    dir: &Path,
+    base_model: &str,
+    gguf_base: Option<&skillpack_convert::GgufInfo>,
+) -> Result<ExportReport> {
+    let cfg = &trainer.config;
+    let mut rank_masks = BTreeMap::new();
+    if let Some(pattern) = trainer.rank_pattern() {
+        for (name, mask) in pattern {
+            let (layer, p) = name
+                .split_once('.')
+                .ok_or_else(|| TrainError::Input(format!("bad module name {name}")))?;
+            let layer: usize = layer
+                .parse()
+                .map_err(|_| TrainError::Input(format!("bad module name {name}")))?;
+            rank_masks.insert(
+                (
+                    layer,
+                    projection(p).ok_or_else(|| TrainError::Input(format!("bad module {p}")))?,
+                ),
+                mask.clone(),
+            );
+        }
+    }
+    let total_rank = if rank_masks.is_empty() {
+        trainer.model.adapters.values().map(|m| m.rank()).sum()
+    } else {
+        rank_masks
+            .values()
+            .map(|m| m.iter().filter(|k| **k).count())
+            .sum()
+    };
+    let peft_dir = dir.join("peft");
+    save_peft(
+        &trainer.model,
+        &peft_dir,
+        &PeftExport {
+            method: cfg.method,
+            r: if cfg.method == Method::AdaLora {
+                cfg.target_r
+            } else {
+                cfg.r
+            },
+            lora_alpha: cfg.alpha,
+            target_modules: cfg.targets.clone(),
+            base_model: base_model.into(),
+            init_r: cfg.r,
+            target_r: cfg.target_r,
+            rank_masks,
+        },
+    )?;
+    let gguf = match gguf_base {
+        Some(base) => {
+            let peft = skillpack_convert::PeftAdapter::load(&peft_dir)?;
+            let out = dir.join("adapter.gguf");
+            skillpack_convert::convert(&peft, base, &skillpack_convert::ConvertOptions::default())?
+                .write(&out)?;
+            Some(out)
+        }
+        None => None,
+    };
+    Ok(ExportReport {
+        peft_dir,
+        gguf,
+        modules: trainer.model.adapters.len(),
+        total_rank,
+    })
+}
