@@ -7,6 +7,7 @@ mod inspect;
 mod pack;
 mod run;
 mod session;
+mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,7 @@ pub enum Command {
     Run(run::Args),
     Chat(chat::Args),
     Bench(bench::Args),
+    Train(train::Args),
 }
 
 /// Routes `tracing` (including llama.cpp's logs) to stderr.
@@ -65,6 +67,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Pack(args) => pack::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Train(args) => train::run(args),
     }
 }
 

@@ -82,7 +82,8 @@ impl RankAllocator {
         let (b1, b2) = (self.schedule.beta1, self.schedule.beta2);
         for (name, m) in modules {
             for (part, p, g) in [(0u8, m.a, m.grad_a), (1, m.b, m.grad_b), (2, m.e, m.grad_e)] {
-                let ipt = (p * g)?.abs()?;
+                // Detached: the EMAs must not keep a graph of every past step alive.
+                let ipt = (p.detach() * g.detach())?.abs()?;
                 let key = (name.clone(), part);
                 let prev = match self.ema.get(&key) {
                     Some(e) => e.clone(),

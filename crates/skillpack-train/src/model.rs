@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
-use crate::ops::frozen_linear;
+use crate::ops::{causal_softmax, frozen_linear, rms_norm};
 use crate::{LoraModule, ModelWeights, Result};
 
 /// Identifies an adaptable linear layer: block index and HF projection name.
@@ -36,13 +36,6 @@ fn rope_tables(
         .reshape((len, 1))?;
     let freqs = t.matmul(&inv)?;
     Ok((freqs.cos()?, freqs.sin()?))
-}
-
-fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (t, t), device)?)
 }
 
 impl Llama {
@@ -83,11 +76,10 @@ impl Llama {
         let (cos, sin) = rope_tables(hd, c.rope_theta, t, &self.device)?;
         let dtype = self.weights.embed.dtype();
         let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
-        let mask = causal_mask(t, &self.device)?.to_dtype(dtype)?;
-        let eps = c.rms_norm_eps as f32;
+        let eps = c.rms_norm_eps;
         let mut x = self.weights.embed.index_select(&ids.flatten_all()?, 0)?; // [b·t, h]
         for (l, lw) in self.weights.layers.iter().enumerate() {
-            let normed = candle_nn::ops::rms_norm_slow(&x, &lw.input_norm, eps)?;
+            let normed = rms_norm(&x, &lw.input_norm, eps)?;
             let heads = |y: Tensor, n: usize| -> Result<Tensor> {
                 Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
             };
@@ -107,20 +99,19 @@ impl Llama {
                 };
                 (expand(k)?, expand(v)?)
             };
-            let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let probs = causal_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt())?;
             let attn = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b * t, nh * hd))?;
             x = (x + self.linear(l, "o_proj", &attn)?)?;
-            let normed = candle_nn::ops::rms_norm_slow(&x, &lw.post_attention_norm, eps)?;
+            let normed = rms_norm(&x, &lw.post_attention_norm, eps)?;
             let gate = self.linear(l, "gate_proj", &normed)?;
             let up = self.linear(l, "up_proj", &normed)?;
             x = (x + self.linear(l, "down_proj", &(gate.silu()? * up)?)?)?;
         }
-        let x = candle_nn::ops::rms_norm_slow(&x, &self.weights.norm, eps)?;
+        let x = rms_norm(&x, &self.weights.norm, eps)?;
         Ok(x.reshape((b, t, h))?)
     }
 

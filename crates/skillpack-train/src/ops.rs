@@ -67,3 +67,322 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     *out_dims.last_mut().expect("non-empty") = w.dim(0)?;
     y.reshape(out_dims)
 }
+
+use candle_core::{DType, Device, D};
+use rayon::prelude::*;
+
+fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        (CpuStorage::F32(_), None) => candle_core::bail!("{what}: input must be contiguous"),
+        _ => candle_core::bail!("{what}: only f32 is supported on CPU"),
+    }
+}
+
+/// Scaled, causally masked softmax over the last dimension of attention scores
+/// `[.., t, t]`: `softmax(scale · s + causal_mask)`, with its backward. One pass and one output
+/// buffer instead of the scale / mask / max / sub / exp / sum / div chain.
+struct CausalSoftmax {
+    scale: f32,
+}
+
+impl candle_core::CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s, l, "causal-softmax")?;
+        let t = *l.dims().last().expect("rank >= 2");
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(t)
+            .zip(x.par_chunks(t))
+            .enumerate()
+            .for_each(|(row, (o, xr))| {
+                let i = row % t; // query position: keys 0..=i are visible
+                let visible = &xr[..=i];
+                let max = visible.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) * self.scale;
+                let mut sum = 0f32;
+                for (oj, xj) in o[..=i].iter_mut().zip(visible) {
+                    *oj = (xj * self.scale - max).exp();
+                    sum += *oj;
+                }
+                let inv = 1.0 / sum;
+                o[..=i].iter_mut().for_each(|v| *v *= inv);
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        // dL/ds = scale · y ⊙ (g − Σ_j g_j y_j); masked entries have y = 0.
+        let dot = (g * y)?.sum_keepdim(D::Minus1)?;
+        Ok(Some(((y * g.broadcast_sub(&dot)?)? * self.scale as f64)?))
+    }
+}
+
+/// `softmax(scale · scores + causal mask)` over the last dimension, differentiable.
+pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
+    if matches!(scores.device(), Device::Cpu) && scores.dtype() == DType::F32 {
+        return scores.contiguous()?.apply_op1(CausalSoftmax {
+            scale: scale as f32,
+        });
+    }
+    let t = scores.dim(D::Minus1)?;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, t), scores.device())?.to_dtype(scores.dtype())?;
+    candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&mask)?, D::Minus1)
+}
+
+/// RMSNorm with a frozen weight: `y = x / sqrt(mean(x²) + eps) · w`, gradient to `x` only.
+struct FrozenRmsNorm {
+    eps: f32,
+}
+
+impl CustomOp2 for FrozenRmsNorm {
+    fn name(&self) -> &'static str {
+        "frozen-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(xs, xl, "rms-norm")?;
+        let w = cpu_f32(ws, wl, "rms-norm")?;
+        let h = w.len();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h)
+            .zip(x.par_chunks(h))
+            .for_each(|(o, xr)| {
+                let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+                let r = 1.0 / (ms + self.eps).sqrt();
+                for ((oi, xi), wi) in o.iter_mut().zip(xr).zip(w) {
+                    *oi = xi * r * wi;
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // With r = (mean(x²) + eps)^(-1/2) and u = g ⊙ w: dx = r·u − x·r³·mean(u ⊙ x).
+        let h = x.dim(D::Minus1)? as f64;
+        let r = ((x.sqr()?.sum_keepdim(D::Minus1)? / h)? + self.eps as f64)?
+            .sqrt()?
+            .recip()?;
+        let u = g.broadcast_mul(w)?;
+        let m = ((&u * x)?.sum_keepdim(D::Minus1)? / h)?;
+        let dx = (u.broadcast_mul(&r)? - x.broadcast_mul(&(r.powf(3.0)? * m)?)?)?;
+        Ok((Some(dx), None))
+    }
+}
+
+/// RMSNorm against a frozen weight, differentiable in `x`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+        return x
+            .contiguous()?
+            .apply_op2(&w.contiguous()?, FrozenRmsNorm { eps: eps as f32 });
+    }
+    candle_nn::ops::rms_norm_slow(x, w, eps as f32)
+}
+
+/// Mean cross-entropy of logits `[n, v]` against fixed labels, with the textbook backward
+/// `(softmax − onehot) / n`: one [n, v] buffer instead of log-softmax's chain of them.
+struct CrossEntropy {
+    labels: Vec<u32>,
+}
+
+impl candle_core::CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s, l, "cross-entropy")?;
+        let v = *l.dims().last().expect("rank 2");
+        let total: f64 = x
+            .par_chunks(v)
+            .zip(self.labels.par_iter())
+            .map(|(row, &label)| {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+                let lse = row
+                    .iter()
+                    .map(|x| ((x - max) as f64).exp())
+                    .sum::<f64>()
+                    .ln()
+                    + max as f64;
+                lse - row[label as usize] as f64
+            })
+            .sum();
+        Ok((
+            CpuStorage::F32(vec![(total / self.labels.len() as f64) as f32]),
+            Shape::from(()),
+        ))
+    }
+
+    fn bwd(&self, logits: &Tensor, _loss: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let (n, v) = logits.dims2()?;
+        let x = logits.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let scale = g.to_dtype(DType::F32)?.to_scalar::<f32>()? / n as f32;
+        let mut grad = vec![0f32; n * v];
+        grad.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .zip(self.labels.par_iter())
+            .for_each(|((gr, row), &label)| {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+                let mut sum = 0f32;
+                for (gi, xi) in gr.iter_mut().zip(row) {
+                    *gi = (xi - max).exp();
+                    sum += *gi;
+                }
+                let inv = scale / sum;
+                gr.iter_mut().for_each(|gi| *gi *= inv);
+                gr[label as usize] -= scale;
+            });
+        Ok(Some(Tensor::from_vec(grad, (n, v), logits.device())?))
+    }
+}
+
+/// Mean cross-entropy of `logits [n, v]` (f32) against `labels`.
+pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
+    if matches!(logits.device(), Device::Cpu) && logits.dtype() == DType::F32 {
+        return logits.contiguous()?.apply_op1(CrossEntropy {
+            labels: labels.to_vec(),
+        });
+    }
+    let labels = Tensor::new(labels, logits.device())?;
+    candle_nn::loss::cross_entropy(logits, &labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let n = shape.iter().product();
+        let data = crate::SeededNormal::new(seed).samples(n, 1.0);
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Each fused op against candle's differentiable composite: outputs and input gradients.
+    #[test]
+    fn fused_ops_match_candle_composites_forward_and_backward() {
+        // Causal softmax on [2, 3, 5, 5] scores.
+        let x = Var::from_tensor(&randn(&[2, 3, 5, 5], 1)).unwrap();
+        let w = randn(&[2, 3, 5, 5], 2);
+        let mask: Vec<f32> = (0..5)
+            .flat_map(|i| (0..5).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (5, 5), &Device::Cpu).unwrap();
+        let reference = candle_nn::ops::softmax(
+            &(x.as_tensor() * 0.125)
+                .unwrap()
+                .broadcast_add(&mask)
+                .unwrap(),
+            D::Minus1,
+        )
+        .unwrap();
+        let ours = causal_softmax(x.as_tensor(), 0.125).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-6);
+        let g_ref = (reference * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(
+            max_diff(
+                g_ours.get(x.as_tensor()).unwrap(),
+                g_ref.get(x.as_tensor()).unwrap()
+            ) < 1e-5
+        );
+
+        // RMSNorm on [4, 8].
+        let x = Var::from_tensor(&randn(&[4, 8], 3)).unwrap();
+        let gain = randn(&[8], 4);
+        let w = randn(&[4, 8], 5);
+        let reference = candle_nn::ops::rms_norm_slow(x.as_tensor(), &gain, 1e-5).unwrap();
+        let ours = rms_norm(x.as_tensor(), &gain, 1e-5).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-5);
+        let g_ref = (reference * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(
+            max_diff(
+                g_ours.get(x.as_tensor()).unwrap(),
+                g_ref.get(x.as_tensor()).unwrap()
+            ) < 1e-4
+        );
+
+        // Cross-entropy on [6, 11].
+        let x = Var::from_tensor(&randn(&[6, 11], 6)).unwrap();
+        let labels = [0u32, 3, 10, 5, 5, 1];
+        let reference = candle_nn::loss::cross_entropy(
+            x.as_tensor(),
+            &Tensor::new(&labels, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let ours = cross_entropy(x.as_tensor(), &labels).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-5);
+        let g_ref = (reference * 3.0).unwrap().backward().unwrap();
+        let g_ours = (ours * 3.0).unwrap().backward().unwrap();
+        assert!(
+            max_diff(
+                g_ours.get(x.as_tensor()).unwrap(),
+                g_ref.get(x.as_tensor()).unwrap()
+            ) < 1e-5
+        );
+
+        // Frozen linear: the input gradient equals a plain matmul's; the weight gets none.
+        let x = Var::from_tensor(&randn(&[5, 7], 7)).unwrap();
+        let wt = randn(&[3, 7], 8);
+        let y = frozen_linear(x.as_tensor(), &wt).unwrap();
+        let reference = x.as_tensor().matmul(&wt.t().unwrap()).unwrap();
+        assert!(max_diff(&y, &reference) < 1e-5);
+        let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = reference
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(
+            max_diff(
+                g.get(x.as_tensor()).unwrap(),
+                g_ref.get(x.as_tensor()).unwrap()
+            ) < 1e-4
+        );
+        assert!(g.get(&wt).is_none());
+    }
+}

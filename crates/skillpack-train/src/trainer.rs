@@ -297,8 +297,7 @@ impl Trainer {
             .reshape((batch.len() * t, h))?
             .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
         let logits = self.model.logits(&picked)?.to_dtype(DType::F32)?;
-        let labels = Tensor::new(labels.as_slice(), device)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+        let loss = crate::ops::cross_entropy(&logits, &labels)?;
         Ok((loss, batch.len() * t, rows.len()))
     }
 

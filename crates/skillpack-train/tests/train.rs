@@ -79,7 +79,7 @@ fn trainer(method: Method, steps: usize, out: &Path) -> Trainer {
 fn gradients_reach_the_first_layers_adapters() {
     let tmp = tempfile::tempdir().unwrap();
     for method in [Method::Lora, Method::AdaLora] {
-        let t = trainer(method, 8, tmp.path());
+        let t = trainer(method, 30, tmp.path());
         let (loss, _, _) = t.batch_loss(&[0, 1]).unwrap();
         let grads = loss.backward().unwrap();
         let first = &t.model.adapters[&(0, "q_proj")];
