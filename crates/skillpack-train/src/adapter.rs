@@ -135,7 +135,8 @@ impl LoraModule {
             None => self.a.as_tensor().clone(),
         };
         let x = x.to_dtype(DType::F32)?;
-        Ok((x.matmul(&a.t()?)?.matmul(&self.b.as_tensor().t()?)? * self.scale)?)
+        // Scale the small [m, r] product, not the [m, out] result.
+        Ok((x.matmul(&a.t()?)? * self.scale)?.matmul(&self.b.as_tensor().t()?)?)
     }
 
     /// Rank.

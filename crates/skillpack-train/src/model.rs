@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::ops::{causal_softmax, frozen_linear, rms_norm};
+use crate::ops::{causal_softmax, frozen_linear, rms_norm, rope, swiglu};
 use crate::{LoraModule, ModelWeights, Result};
 
 /// Identifies an adaptable linear layer: block index and HF projection name.
@@ -86,22 +86,17 @@ impl Llama {
             let q = heads(self.linear(l, "q_proj", &normed)?, nh)?;
             let k = heads(self.linear(l, "k_proj", &normed)?, nkv)?;
             let v = heads(self.linear(l, "v_proj", &normed)?, nkv)?;
-            let q = candle_nn::rotary_emb::rope_slow(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_slow(&k, &cos, &sin)?;
-            let (k, v) = if nh == nkv {
-                (k, v)
-            } else {
-                let rep = nh / nkv;
-                let expand = |z: Tensor| -> Result<Tensor> {
-                    Ok(z.unsqueeze(2)?
-                        .expand((b, nkv, rep, t, hd))?
-                        .reshape((b, nh, t, hd))?)
-                };
-                (expand(k)?, expand(v)?)
-            };
+            let q = rope(&q, &cos, &sin)?;
+            let k = rope(&k, &cos, &sin)?;
+            // Grouped-query attention without copying k/v per query head: the `rep` query heads
+            // sharing a kv head are stacked along the sequence axis ([b, nkv, rep·t, hd]); row
+            // `i` of a group is query position `i mod t`, which the causal softmax relies on.
+            let rep = nh / nkv;
+            let q = q.reshape((b, nkv, rep * t, hd))?;
             let probs = causal_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt())?;
             let attn = probs
                 .matmul(&v)?
+                .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b * t, nh * hd))?;
@@ -109,7 +104,7 @@ impl Llama {
             let normed = rms_norm(&x, &lw.post_attention_norm, eps)?;
             let gate = self.linear(l, "gate_proj", &normed)?;
             let up = self.linear(l, "up_proj", &normed)?;
-            x = (x + self.linear(l, "down_proj", &(gate.silu()? * up)?)?)?;
+            x = (x + self.linear(l, "down_proj", &swiglu(&gate, &up)?)?)?;
         }
         let x = rms_norm(&x, &self.weights.norm, eps)?;
         Ok(x.reshape((b, t, h))?)

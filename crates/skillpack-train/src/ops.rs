@@ -127,11 +127,12 @@ pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
             scale: scale as f32,
         });
     }
-    let t = scores.dim(D::Minus1)?;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+    // Rows may stack several query heads ([.., rep·t, t]): row r is query position r mod t.
+    let (rows, t) = (scores.dim(D::Minus2)?, scores.dim(D::Minus1)?);
+    let mask: Vec<f32> = (0..rows)
+        .flat_map(|r| (0..t).map(move |j| if j > r % t { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
-    let mask = Tensor::from_vec(mask, (t, t), scores.device())?.to_dtype(scores.dtype())?;
+    let mask = Tensor::from_vec(mask, (rows, t), scores.device())?.to_dtype(scores.dtype())?;
     candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&mask)?, D::Minus1)
 }
 
@@ -363,6 +364,52 @@ mod tests {
             ) < 1e-5
         );
 
+        // RoPE on [1, 2, 3, 4] against candle's rope_slow.
+        let x = Var::from_tensor(&randn(&[1, 2, 3, 4], 9)).unwrap();
+        let (cos, sin) = (randn(&[3, 2], 10), randn(&[3, 2], 11));
+        let w = randn(&[1, 2, 3, 4], 12);
+        let reference = candle_nn::rotary_emb::rope_slow(x.as_tensor(), &cos, &sin).unwrap();
+        let ours = rope(x.as_tensor(), &cos, &sin).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-6);
+        let g_ref = (reference * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(
+            max_diff(
+                g_ours.get(x.as_tensor()).unwrap(),
+                g_ref.get(x.as_tensor()).unwrap()
+            ) < 1e-5
+        );
+
+        // SwiGLU on [3, 5].
+        let (gv, uv) = (
+            Var::from_tensor(&randn(&[3, 5], 13)).unwrap(),
+            Var::from_tensor(&randn(&[3, 5], 14)).unwrap(),
+        );
+        let w = randn(&[3, 5], 15);
+        let reference = (gv.as_tensor().silu().unwrap() * uv.as_tensor()).unwrap();
+        let ours = swiglu(gv.as_tensor(), uv.as_tensor()).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-6);
+        let g_ref = (reference * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&gv, &uv] {
+            assert!(
+                max_diff(
+                    g_ours.get(v.as_tensor()).unwrap(),
+                    g_ref.get(v.as_tensor()).unwrap()
+                ) < 1e-5
+            );
+        }
+
         // Frozen linear: the input gradient equals a plain matmul's; the weight gets none.
         let x = Var::from_tensor(&randn(&[5, 7], 7)).unwrap();
         let wt = randn(&[3, 7], 8);
@@ -385,4 +432,141 @@ mod tests {
         );
         assert!(g.get(&wt).is_none());
     }
+}
+
+/// Contiguous f32 values of a CPU tensor.
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Hugging Face (rotate-half) RoPE on `[b, h, t, d]` with precomputed `cos`/`sin` `[t, d/2]`.
+/// The backward is the inverse rotation.
+struct Rope {
+    cos: std::sync::Arc<Vec<f32>>,
+    sin: std::sync::Arc<Vec<f32>>,
+    inverse: bool,
+}
+
+fn rotate(x: &[f32], out: &mut [f32], cos: &[f32], sin: &[f32], t: usize, d: usize, inverse: bool) {
+    let half = d / 2;
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .enumerate()
+        .for_each(|(row, (o, xr))| {
+            let pos = row % t;
+            let (c, s) = (
+                &cos[pos * half..(pos + 1) * half],
+                &sin[pos * half..(pos + 1) * half],
+            );
+            for i in 0..half {
+                let (a, b) = (xr[i], xr[i + half]);
+                let s = if inverse { -s[i] } else { s[i] };
+                o[i] = a * c[i] - b * s;
+                o[i + half] = b * c[i] + a * s;
+            }
+        });
+}
+
+impl candle_core::CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s, l, "rope")?;
+        let dims = l.dims();
+        let (t, d) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        let mut out = vec![0f32; x.len()];
+        rotate(x, &mut out, &self.cos, &self.sin, t, d, self.inverse);
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let inverse = Rope {
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            inverse: !self.inverse,
+        };
+        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&inverse)?))
+    }
+}
+
+/// Rotate-half RoPE for `x [b, h, t, d]` with `cos`, `sin` of shape `[t, d/2]`, differentiable.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+        let op = Rope {
+            cos: std::sync::Arc::new(values(cos)?),
+            sin: std::sync::Arc::new(values(sin)?),
+            inverse: false,
+        };
+        return x.contiguous()?.apply_op1(op);
+    }
+    candle_nn::rotary_emb::rope_slow(x, cos, sin)
+}
+
+/// SwiGLU `silu(gate) ⊙ up`, differentiable in both inputs, in one pass each way.
+struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        us: &CpuStorage,
+        ul: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, u) = (cpu_f32(gs, gl, "swiglu")?, cpu_f32(us, ul, "swiglu")?);
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(4096)
+            .zip(g.par_chunks(4096).zip(u.par_chunks(4096)))
+            .for_each(|(o, (g, u))| {
+                for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            });
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (g, u, dy) = (values(gate)?, values(up)?, values(grad)?);
+        let mut dg = vec![0f32; g.len()];
+        let mut du = vec![0f32; g.len()];
+        dg.par_chunks_mut(4096)
+            .zip(du.par_chunks_mut(4096))
+            .zip(
+                g.par_chunks(4096)
+                    .zip(u.par_chunks(4096))
+                    .zip(dy.par_chunks(4096)),
+            )
+            .for_each(|((dg, du), ((g, u), dy))| {
+                for i in 0..g.len() {
+                    let s = 1.0 / (1.0 + (-g[i]).exp());
+                    du[i] = dy[i] * g[i] * s;
+                    dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                }
+            });
+        let shape = gate.shape();
+        Ok((
+            Some(Tensor::from_vec(dg, shape, gate.device())?),
+            Some(Tensor::from_vec(du, shape, gate.device())?),
+        ))
+    }
+}
+
+/// `silu(gate) ⊙ up`, differentiable.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if matches!(gate.device(), Device::Cpu) && gate.dtype() == DType::F32 {
+        return gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu);
+    }
+    gate.silu()? * up
 }
