@@ -74,7 +74,7 @@ impl RankAllocator {
             let mul = 1.0 - (step - s.tinit) as f64 / (s.total_step - s.tfinal - s.tinit) as f64;
             let budget = ((self.init_budget - self.target_budget) as f64 * mul.powi(3)
                 + self.target_budget as f64) as usize;
-            (budget, step % s.delta_t == 0)
+            (budget, step.is_multiple_of(s.delta_t))
         }
     }
 
@@ -137,7 +137,16 @@ impl RankAllocator {
         };
         let mut out = BTreeMap::new();
         for (name, scores) in triplet {
-            let keep: Vec<bool> = scores.iter().map(|s| !(*s <= threshold)).collect();
+            // PEFT masks `score <= threshold` (a NaN score is kept, as in torch).
+            let keep: Vec<bool> = scores
+                .iter()
+                .map(|s| {
+                    !matches!(
+                        s.partial_cmp(&threshold),
+                        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+                    )
+                })
+                .collect();
             out.insert(name.clone(), (apply_mask(modules[name].e, &keep)?, keep));
         }
         Ok(out)

@@ -79,16 +79,16 @@ impl SeededNormal {
 impl LoraModule {
     /// PEFT's initialisation. LoRA: A ~ kaiming-uniform(a=√5) = U(±1/√in), B = 0.
     /// AdaLoRA: A, B ~ N(0, 0.02²), E = 0.
+    /// `weight_shape` is the frozen weight's `(out, in)`; `r` is the (initial) rank.
     pub fn init(
         method: Method,
         r: usize,
-        in_dim: usize,
-        out_dim: usize,
+        weight_shape: (usize, usize),
         alpha: f64,
-        init_r: usize,
         rng: &mut SeededNormal,
         device: &Device,
     ) -> Result<Self> {
+        let (out_dim, in_dim) = weight_shape;
         let var = |data: Vec<f32>, shape: (usize, usize)| -> Result<Var> {
             Ok(Var::from_tensor(
                 &Tensor::from_vec(data, shape, device)?.to_dtype(DType::F32)?,
@@ -99,7 +99,7 @@ impl LoraModule {
                 a: var(rng.samples(r * in_dim, 0.02), (r, in_dim))?,
                 b: var(rng.samples(out_dim * r, 0.02), (out_dim, r))?,
                 e: Some(var(vec![0.0; r], (r, 1))?),
-                scale: Self::adalora_scale(alpha, init_r),
+                scale: Self::adalora_scale(alpha, r),
             },
             Method::Lora | Method::RsLora => LoraModule {
                 a: var(
@@ -137,6 +137,24 @@ impl LoraModule {
         let x = x.to_dtype(DType::F32)?;
         // Scale the small [m, r] product, not the [m, out] result.
         Ok((x.matmul(&a.t()?)? * self.scale)?.matmul(&self.b.as_tensor().t()?)?)
+    }
+
+    /// `x Wᵀ` plus the update, in one fused op where the device allows it.
+    pub fn apply(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let a = match &self.e {
+            Some(e) => self.a.as_tensor().broadcast_mul(e.as_tensor())?,
+            None => self.a.as_tensor().clone(),
+        };
+        if x.dtype() != DType::F32 {
+            return Ok((crate::ops::frozen_linear(x, w)? + self.forward(x)?.to_dtype(x.dtype())?)?);
+        }
+        Ok(crate::ops::lora_linear(
+            x,
+            w,
+            &a,
+            self.b.as_tensor(),
+            self.scale,
+        )?)
     }
 
     /// Rank.

@@ -84,7 +84,7 @@ pub fn tokenize(model: &Model, record: &Record, max_len: usize) -> Result<Exampl
         content: record.output.clone(),
     };
     let prompt = model
-        .apply_chat_template(&[user.clone()], true)
+        .apply_chat_template(std::slice::from_ref(&user), true)
         .map_err(|e| TrainError::Input(e.to_string()))?;
     let full = model
         .apply_chat_template(&[user, assistant], false)

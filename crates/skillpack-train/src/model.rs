@@ -56,10 +56,9 @@ impl Llama {
 
     fn linear(&self, layer: usize, projection: &'static str, x: &Tensor) -> Result<Tensor> {
         let w = &self.weights.layers[layer].linears[projection];
-        let y = frozen_linear(x, w)?;
         match self.adapters.get(&(layer, projection)) {
-            Some(adapter) => Ok((y + adapter.forward(x)?.to_dtype(x.dtype())?)?),
-            None => Ok(y),
+            Some(adapter) => adapter.apply(x, w),
+            None => Ok(frozen_linear(x, w)?),
         }
     }
 

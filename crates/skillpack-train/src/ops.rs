@@ -114,6 +114,8 @@ impl candle_core::CustomOp1 for CausalSoftmax {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        // Detached: a gradient must not carry a graph that keeps activations alive.
+        let y = &y.detach();
         // dL/ds = scale · y ⊙ (g − Σ_j g_j y_j); masked entries have y = 0.
         let dot = (g * y)?.sum_keepdim(D::Minus1)?;
         Ok(Some(((y * g.broadcast_sub(&dot)?)? * self.scale as f64)?))
@@ -176,6 +178,7 @@ impl CustomOp2 for FrozenRmsNorm {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let x = &x.detach();
         // With r = (mean(x²) + eps)^(-1/2) and u = g ⊙ w: dx = r·u − x·r³·mean(u ⊙ x).
         let h = x.dim(D::Minus1)? as f64;
         let r = ((x.sqr()?.sum_keepdim(D::Minus1)? / h)? + self.eps as f64)?
@@ -264,6 +267,230 @@ pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
     }
     let labels = Tensor::new(labels, logits.device())?;
     candle_nn::loss::cross_entropy(logits, &labels)
+}
+
+/// Contiguous f32 values of a CPU tensor.
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Hugging Face (rotate-half) RoPE on `[b, h, t, d]` with precomputed `cos`/`sin` `[t, d/2]`.
+/// The backward is the inverse rotation.
+struct Rope {
+    cos: std::sync::Arc<Vec<f32>>,
+    sin: std::sync::Arc<Vec<f32>>,
+    inverse: bool,
+}
+
+fn rotate(x: &[f32], out: &mut [f32], cos: &[f32], sin: &[f32], t: usize, d: usize, inverse: bool) {
+    let half = d / 2;
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .enumerate()
+        .for_each(|(row, (o, xr))| {
+            let pos = row % t;
+            let (c, s) = (
+                &cos[pos * half..(pos + 1) * half],
+                &sin[pos * half..(pos + 1) * half],
+            );
+            for i in 0..half {
+                let (a, b) = (xr[i], xr[i + half]);
+                let s = if inverse { -s[i] } else { s[i] };
+                o[i] = a * c[i] - b * s;
+                o[i + half] = b * c[i] + a * s;
+            }
+        });
+}
+
+impl candle_core::CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s, l, "rope")?;
+        let dims = l.dims();
+        let (t, d) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        let mut out = vec![0f32; x.len()];
+        rotate(x, &mut out, &self.cos, &self.sin, t, d, self.inverse);
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let inverse = Rope {
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            inverse: !self.inverse,
+        };
+        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&inverse)?))
+    }
+}
+
+/// Rotate-half RoPE for `x [b, h, t, d]` with `cos`, `sin` of shape `[t, d/2]`, differentiable.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+        let op = Rope {
+            cos: std::sync::Arc::new(values(cos)?),
+            sin: std::sync::Arc::new(values(sin)?),
+            inverse: false,
+        };
+        return x.contiguous()?.apply_op1(op);
+    }
+    candle_nn::rotary_emb::rope_slow(x, cos, sin)
+}
+
+/// SwiGLU `silu(gate) ⊙ up`, differentiable in both inputs, in one pass each way.
+struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        us: &CpuStorage,
+        ul: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, u) = (cpu_f32(gs, gl, "swiglu")?, cpu_f32(us, ul, "swiglu")?);
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(4096)
+            .zip(g.par_chunks(4096).zip(u.par_chunks(4096)))
+            .for_each(|(o, (g, u))| {
+                for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            });
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (g, u, dy) = (values(gate)?, values(up)?, values(grad)?);
+        let mut dg = vec![0f32; g.len()];
+        let mut du = vec![0f32; g.len()];
+        dg.par_chunks_mut(4096)
+            .zip(du.par_chunks_mut(4096))
+            .zip(
+                g.par_chunks(4096)
+                    .zip(u.par_chunks(4096))
+                    .zip(dy.par_chunks(4096)),
+            )
+            .for_each(|((dg, du), ((g, u), dy))| {
+                for i in 0..g.len() {
+                    let s = 1.0 / (1.0 + (-g[i]).exp());
+                    du[i] = dy[i] * g[i] * s;
+                    dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                }
+            });
+        let shape = gate.shape();
+        Ok((
+            Some(Tensor::from_vec(dg, shape, gate.device())?),
+            Some(Tensor::from_vec(du, shape, gate.device())?),
+        ))
+    }
+}
+
+/// `silu(gate) ⊙ up`, differentiable.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if matches!(gate.device(), Device::Cpu) && gate.dtype() == DType::F32 {
+        return gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu);
+    }
+    gate.silu()? * up
+}
+
+/// A frozen linear plus its LoRA update in one op:
+/// `y = x Wᵀ + s · (x Aᵀ) Bᵀ` for `x [m, in]`, `A [r, in]`, `B [out, r]`, frozen `W [out, in]`.
+/// The backward returns `∂x`, `∂A`, `∂B` directly, instead of the add / scale / two-matmul
+/// chain (and the zero-filled gradient buffers candle's backprop allocates for each of them).
+struct LoraLinear {
+    w: Tensor,
+    scale: f64,
+}
+
+impl candle_core::CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (r, _) = al.shape().dims2()?;
+        let (n, _) = bl.shape().dims2()?;
+        let (w_storage, wl) = self.w.storage_and_layout();
+        let candle_core::Storage::Cpu(ws) = &*w_storage else {
+            candle_core::bail!("lora-linear: weight is not on the CPU")
+        };
+        let y = xs.matmul(ws, (1, m, n, k), xl, &wl.transpose(0, 1)?)?;
+        let h = xs.matmul(as_, (1, m, r, k), xl, &al.transpose(0, 1)?)?;
+        let hl = Layout::contiguous((m, r));
+        let d = h.matmul(bs, (1, m, n, r), &hl, &bl.transpose(0, 1)?)?;
+        let (CpuStorage::F32(mut y), CpuStorage::F32(d)) = (y, d) else {
+            candle_core::bail!("lora-linear: only f32 is supported on CPU")
+        };
+        let s = self.scale as f32;
+        y.par_chunks_mut(4096)
+            .zip(d.par_chunks(4096))
+            .for_each(|(y, d)| {
+                y.iter_mut().zip(d).for_each(|(y, d)| *y += s * d);
+            });
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Detached: a gradient must not carry a graph that keeps activations alive.
+        let (x, a, b) = (&x.detach(), &a.detach(), &b.detach());
+        let gb = (g.matmul(b)? * self.scale)?; // [m, r]
+        let dx = (g.matmul(&self.w)? + gb.matmul(a)?)?;
+        let da = gb.t()?.matmul(x)?;
+        let h = (x.matmul(&a.t()?)? * self.scale)?; // [m, r]
+        let db = g.t()?.matmul(&h)?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
+/// `x Wᵀ + s · (x Aᵀ) Bᵀ` for `x [.., in]` with frozen `w`, differentiable in `x`, `a`, `b`.
+pub fn lora_linear(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = *dims.last().expect("x has at least one dimension");
+    let x2 = x.reshape((x.elem_count() / k, k))?;
+    let y = if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+        x2.contiguous()?.apply_op3(
+            &a.contiguous()?,
+            &b.contiguous()?,
+            LoraLinear {
+                w: w.clone(),
+                scale,
+            },
+        )?
+    } else {
+        (frozen_linear(&x2, w)? + (x2.matmul(&a.t()?)? * scale)?.matmul(&b.t()?)?)?
+    };
+    let mut out = dims;
+    *out.last_mut().expect("non-empty") = w.dim(0)?;
+    y.reshape(out)
 }
 
 #[cfg(test)]
@@ -410,6 +637,38 @@ mod tests {
             );
         }
 
+        // LoRA linear against the composite x Wᵀ + s (x Aᵀ) Bᵀ.
+        let x = Var::from_tensor(&randn(&[6, 7], 16)).unwrap();
+        let (wt, a, b) = (
+            randn(&[5, 7], 17),
+            Var::from_tensor(&randn(&[3, 7], 18)).unwrap(),
+            Var::from_tensor(&randn(&[5, 3], 19)).unwrap(),
+        );
+        let w = randn(&[6, 5], 20);
+        let reference = (x.as_tensor().matmul(&wt.t().unwrap()).unwrap()
+            + (x.as_tensor().matmul(&a.as_tensor().t().unwrap()).unwrap() * 0.7)
+                .unwrap()
+                .matmul(&b.as_tensor().t().unwrap())
+                .unwrap())
+        .unwrap();
+        let ours = lora_linear(x.as_tensor(), &wt, a.as_tensor(), b.as_tensor(), 0.7).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-5);
+        let g_ref = (reference * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &a, &b] {
+            assert!(
+                max_diff(
+                    g_ours.get(v.as_tensor()).unwrap(),
+                    g_ref.get(v.as_tensor()).unwrap()
+                ) < 1e-4
+            );
+        }
+
         // Frozen linear: the input gradient equals a plain matmul's; the weight gets none.
         let x = Var::from_tensor(&randn(&[5, 7], 7)).unwrap();
         let wt = randn(&[3, 7], 8);
@@ -432,141 +691,4 @@ mod tests {
         );
         assert!(g.get(&wt).is_none());
     }
-}
-
-/// Contiguous f32 values of a CPU tensor.
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
-}
-
-/// Hugging Face (rotate-half) RoPE on `[b, h, t, d]` with precomputed `cos`/`sin` `[t, d/2]`.
-/// The backward is the inverse rotation.
-struct Rope {
-    cos: std::sync::Arc<Vec<f32>>,
-    sin: std::sync::Arc<Vec<f32>>,
-    inverse: bool,
-}
-
-fn rotate(x: &[f32], out: &mut [f32], cos: &[f32], sin: &[f32], t: usize, d: usize, inverse: bool) {
-    let half = d / 2;
-    out.par_chunks_mut(d)
-        .zip(x.par_chunks(d))
-        .enumerate()
-        .for_each(|(row, (o, xr))| {
-            let pos = row % t;
-            let (c, s) = (
-                &cos[pos * half..(pos + 1) * half],
-                &sin[pos * half..(pos + 1) * half],
-            );
-            for i in 0..half {
-                let (a, b) = (xr[i], xr[i + half]);
-                let s = if inverse { -s[i] } else { s[i] };
-                o[i] = a * c[i] - b * s;
-                o[i + half] = b * c[i] + a * s;
-            }
-        });
-}
-
-impl candle_core::CustomOp1 for Rope {
-    fn name(&self) -> &'static str {
-        "rope"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(s, l, "rope")?;
-        let dims = l.dims();
-        let (t, d) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-        let mut out = vec![0f32; x.len()];
-        rotate(x, &mut out, &self.cos, &self.sin, t, d, self.inverse);
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let inverse = Rope {
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
-            inverse: !self.inverse,
-        };
-        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&inverse)?))
-    }
-}
-
-/// Rotate-half RoPE for `x [b, h, t, d]` with `cos`, `sin` of shape `[t, d/2]`, differentiable.
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
-        let op = Rope {
-            cos: std::sync::Arc::new(values(cos)?),
-            sin: std::sync::Arc::new(values(sin)?),
-            inverse: false,
-        };
-        return x.contiguous()?.apply_op1(op);
-    }
-    candle_nn::rotary_emb::rope_slow(x, cos, sin)
-}
-
-/// SwiGLU `silu(gate) ⊙ up`, differentiable in both inputs, in one pass each way.
-struct SwiGlu;
-
-impl CustomOp2 for SwiGlu {
-    fn name(&self) -> &'static str {
-        "swiglu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        gs: &CpuStorage,
-        gl: &Layout,
-        us: &CpuStorage,
-        ul: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (g, u) = (cpu_f32(gs, gl, "swiglu")?, cpu_f32(us, ul, "swiglu")?);
-        let mut out = vec![0f32; g.len()];
-        out.par_chunks_mut(4096)
-            .zip(g.par_chunks(4096).zip(u.par_chunks(4096)))
-            .for_each(|(o, (g, u))| {
-                for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
-                    *o = g / (1.0 + (-g).exp()) * u;
-                }
-            });
-        Ok((CpuStorage::F32(out), gl.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        gate: &Tensor,
-        up: &Tensor,
-        _y: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (g, u, dy) = (values(gate)?, values(up)?, values(grad)?);
-        let mut dg = vec![0f32; g.len()];
-        let mut du = vec![0f32; g.len()];
-        dg.par_chunks_mut(4096)
-            .zip(du.par_chunks_mut(4096))
-            .zip(
-                g.par_chunks(4096)
-                    .zip(u.par_chunks(4096))
-                    .zip(dy.par_chunks(4096)),
-            )
-            .for_each(|((dg, du), ((g, u), dy))| {
-                for i in 0..g.len() {
-                    let s = 1.0 / (1.0 + (-g[i]).exp());
-                    du[i] = dy[i] * g[i] * s;
-                    dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                }
-            });
-        let shape = gate.shape();
-        Ok((
-            Some(Tensor::from_vec(dg, shape, gate.device())?),
-            Some(Tensor::from_vec(du, shape, gate.device())?),
-        ))
-    }
-}
-
-/// `silu(gate) ⊙ up`, differentiable.
-pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if matches!(gate.device(), Device::Cpu) && gate.dtype() == DType::F32 {
-        return gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu);
-    }
-    gate.silu()? * up
 }

@@ -170,7 +170,7 @@ impl Trainer {
         if examples.is_empty() {
             return Err(TrainError::Input("no training examples".into()));
         }
-        if config.method == Method::AdaLora && !(config.tinit + config.tfinal < config.steps) {
+        if config.method == Method::AdaLora && config.tinit + config.tfinal >= config.steps {
             return Err(TrainError::Input(format!(
                 "AdaLoRA needs tinit + tfinal < steps ({} + {} >= {})",
                 config.tinit, config.tfinal, config.steps
@@ -187,15 +187,12 @@ impl Trainer {
             .collect::<Result<_>>()?;
         for layer in 0..c.num_hidden_layers {
             for &p in &targets {
-                let w = &model.weights.layers[layer].linears[p];
-                let (out_dim, in_dim) = w.dims2()?;
+                let shape = model.weights.layers[layer].linears[p].dims2()?;
                 let m = LoraModule::init(
                     config.method,
                     config.r,
-                    in_dim,
-                    out_dim,
+                    shape,
                     config.alpha,
-                    config.r,
                     &mut rng,
                     &device,
                 )?;
@@ -437,7 +434,7 @@ impl Trainer {
             .open(&metrics_path)
             .map_err(|e| TrainError::io(&metrics_path, e))?;
         writeln!(f, "{line}").map_err(|e| TrainError::io(&metrics_path, e))?;
-        if cfg.checkpoint_every > 0 && self.step % cfg.checkpoint_every == 0 {
+        if cfg.checkpoint_every > 0 && self.step.is_multiple_of(cfg.checkpoint_every) {
             self.save_checkpoint()?;
         }
         Ok(metrics)
