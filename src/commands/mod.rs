@@ -3,11 +3,13 @@
 mod bench;
 mod chat;
 mod convert;
+mod data;
 mod inspect;
 mod pack;
 mod run;
 mod session;
 mod train;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +42,8 @@ pub enum Command {
     Chat(chat::Args),
     Bench(bench::Args),
     Train(train::Args),
+    Data(data::Args),
+    Verify(verify::Args),
 }
 
 /// Routes `tracing` (including llama.cpp's logs) to stderr.
@@ -68,6 +72,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Verify(args) => verify::run(args),
     }
 }
 
