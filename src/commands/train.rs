@@ -393,11 +393,6 @@ fn bench(args: &Args, base: &Path, dev: Device, dtype: DType) -> anyhow::Result<
     let mut tokens = 0;
     for _ in 0..steps {
         tokens += trainer.train_step()?.tokens;
-        tracing::info!(
-            "after step {}: peak RSS {:.0} MiB",
-            trainer.step(),
-            peak_rss_mib()
-        );
     }
     let secs = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&tmp);

@@ -124,6 +124,17 @@ pub struct StepMetrics {
     pub seconds: f64,
     /// AdaLoRA: total rank kept.
     pub rank_budget: Option<usize>,
+    /// Resident memory after the step (Linux; 0 elsewhere).
+    #[serde(default)]
+    pub rss_mib: f64,
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|pages| pages * 4096.0 / 1048576.0)
+        .unwrap_or(0.0)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -326,12 +337,15 @@ impl Trainer {
             let total = (total / cfg.accumulate as f64)?;
             let store = total.backward()?;
             for (name, var) in self.vars() {
+                // Detached: a gradient can carry the graph of its own computation, and the AdamW
+                // moments built from it would then chain every past step together (a leak).
                 let g = store
                     .get(var.as_tensor())
-                    .ok_or_else(|| TrainError::Input(format!("no gradient reached {name}")))?;
+                    .ok_or_else(|| TrainError::Input(format!("no gradient reached {name}")))?
+                    .detach();
                 let g = match grads.remove(&name) {
                     Some(prev) => (prev + g)?,
-                    None => g.clone(),
+                    None => g,
                 };
                 grads.insert(name, g);
             }
@@ -425,6 +439,7 @@ impl Trainer {
             target_tokens,
             seconds: started.elapsed().as_secs_f64(),
             rank_budget,
+            rss_mib: rss_mib(),
         };
         let line = serde_json::to_string(&metrics).map_err(|e| TrainError::Input(e.to_string()))?;
         let metrics_path = self.out_dir.join("metrics.jsonl");
