@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn write_data(path: &Path) {
-    let words = ["aspirin", "fever", "insulin", "asthma", "tumor", "cortisol", "anemia", "lupus"];
+    let words = [
+        "aspirin", "fever", "insulin", "asthma", "tumor", "cortisol", "anemia", "lupus",
+    ];
     let lines: Vec<String> = (0..24)
         .map(|i| {
             serde_json::json!({
@@ -28,15 +30,29 @@ fn write_data(path: &Path) {
 
 fn train(data: &Path, out: &Path, resume: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_skillpack"));
-    cmd.args(["train", "--steps", "40", "--r", "4", "--target-r", "2", "--lr", "0.02", "--max-len", "64", "--checkpoint-every", "5"])
-        .arg("--base")
-        .arg(fixtures().join("tiny-llama/tiny-llama-f32.gguf"))
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "train",
+        "--steps",
+        "40",
+        "--r",
+        "4",
+        "--target-r",
+        "2",
+        "--lr",
+        "0.02",
+        "--max-len",
+        "64",
+        "--checkpoint-every",
+        "5",
+    ])
+    .arg("--base")
+    .arg(fixtures().join("tiny-llama/tiny-llama-f32.gguf"))
+    .arg("--data")
+    .arg(data)
+    .arg("--out")
+    .arg(out)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     if resume {
         cmd.arg("--resume");
     }
@@ -44,7 +60,9 @@ fn train(data: &Path, out: &Path, resume: bool) -> Command {
 }
 
 fn metric_lines(out: &Path) -> usize {
-    std::fs::read_to_string(out.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -59,8 +77,14 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
     let mut child = train(&data, &killed, false).spawn().unwrap();
     let started = Instant::now();
     while metric_lines(&killed) < 13 {
-        assert!(started.elapsed() < Duration::from_secs(120), "training made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "training ended before it could be killed");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "training made no progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
@@ -75,12 +99,18 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no resume line in {stderr}"));
     println!("killed after {done} steps, resumed at step {resumed_at}");
-    assert!(done - resumed_at <= 5, "lost more than one checkpoint interval ({done} -> {resumed_at})");
+    assert!(
+        done - resumed_at <= 5,
+        "lost more than one checkpoint interval ({done} -> {resumed_at})"
+    );
     assert_eq!(metric_lines(&killed), 40);
     for file in ["peft/adapter_model.safetensors", "adapter.gguf"] {
         let a = std::fs::read(straight.join(file)).unwrap();
         let b = std::fs::read(killed.join(file)).unwrap();
-        assert!(a == b, "{file} differs between the uninterrupted and the resumed run");
+        assert!(
+            a == b,
+            "{file} differs between the uninterrupted and the resumed run"
+        );
     }
     assert!(straight.join("loss.svg").is_file());
 }

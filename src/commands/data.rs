@@ -6,7 +6,9 @@ use skillpack_data::{build_ner, split_of, write_jsonl};
 
 /// Build instruction records ({id, skill, source, context, query, output}) from raw datasets.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  skillpack data build --raw ../shared/data/raw --out data/skills")]
+#[command(
+    after_help = "Example:\n  skillpack data build --raw ../shared/data/raw --out data/skills"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: DataCommand,
@@ -41,14 +43,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             json,
         } => {
             let records = build_ner(&raw.join("bc5cdr/CDR_TrainingSet.PubTator.txt"), "bc5cdr")?;
-            let (dev, train): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| split_of(&r.id, seed, dev_percent) == "dev");
+            let (dev, train): (Vec<_>, Vec<_>) = records
+                .into_iter()
+                .partition(|r| split_of(&r.id, seed, dev_percent) == "dev");
             write_jsonl(&out.join("ner/train.jsonl"), &train)?;
             write_jsonl(&out.join("ner/dev.jsonl"), &dev)?;
             let summary = serde_json::json!({"ner": {"train": train.len(), "dev": dev.len(), "source": "bc5cdr CDR_TrainingSet"}});
             if json {
                 super::print_json(&summary)?;
             } else {
-                println!("ner: {} train, {} dev records in {}", train.len(), dev.len(), out.join("ner").display());
+                println!(
+                    "ner: {} train, {} dev records in {}",
+                    train.len(),
+                    dev.len(),
+                    out.join("ner").display()
+                );
             }
         }
     }

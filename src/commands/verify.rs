@@ -10,7 +10,9 @@ use skillpack_train::{load_peft, prompt_ids, read_jsonl, Llama, ModelWeights};
 
 /// Compare a GGUF adapter in llama.cpp against its PEFT source in candle on held-out prompts.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  skillpack verify --peft runs/ner/peft --gguf runs/ner/adapter.gguf --data data/skills/ner/dev.jsonl")]
+#[command(
+    after_help = "Example:\n  skillpack verify --peft runs/ner/peft --gguf runs/ner/adapter.gguf --data data/skills/ner/dev.jsonl"
+)]
 pub struct Args {
     /// PEFT adapter directory.
     #[arg(long)]
@@ -51,7 +53,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let cpp = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
     let adapter = LoraAdapter::load(&cpp, &args.gguf)?;
-    let mut ctx = Context::new(&cpp, &ContextParams { n_ctx: 2048, n_batch: 2048, ..Default::default() })?;
+    let mut ctx = Context::new(
+        &cpp,
+        &ContextParams {
+            n_ctx: 2048,
+            n_batch: 2048,
+            ..Default::default()
+        },
+    )?;
     let base = Llama::new(ModelWeights::load(&model_path, &Device::Cpu, DType::F32)?);
     let mut tuned = Llama::new(ModelWeights::load(&model_path, &Device::Cpu, DType::F32)?);
     load_peft(&mut tuned, &args.peft)?;
@@ -59,7 +68,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let t = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
         let h = m.hidden(&t)?;
         let n = ids.len();
-        Ok(m.logits(&h.narrow(1, n - 1, 1)?)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(m.logits(&h.narrow(1, n - 1, 1)?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     };
     let mut rows = Vec::new();
     for record in read_jsonl(&args.data)?.iter().take(args.n) {
@@ -79,7 +90,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let (tb, tw) = (last(&base, &ids)?, last(&tuned, &ids)?);
         let d_cpp: Vec<f32> = cw.iter().zip(&cb).map(|(a, b)| a - b).collect();
         let d_candle: Vec<f32> = tw.iter().zip(&tb).map(|(a, b)| a - b).collect();
-        let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+        let argmax = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0)
+        };
         rows.push(serde_json::json!({
             "id": record.id,
             "prompt_tokens": ids.len(),
@@ -88,7 +105,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "same_argmax": argmax(&cw) == argmax(&tw),
         }));
     }
-    let min = rows.iter().filter_map(|r| r["delta_cosine"].as_f64()).fold(1.0, f64::min);
+    let min = rows
+        .iter()
+        .filter_map(|r| r["delta_cosine"].as_f64())
+        .fold(1.0, f64::min);
     if args.json {
         super::print_json(&serde_json::json!({"prompts": rows, "min_delta_cosine": min}))?;
     } else {

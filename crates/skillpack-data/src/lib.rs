@@ -32,7 +32,11 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error("{file}:{line}: {reason}")]
-    Format { file: String, line: usize, reason: String },
+    Format {
+        file: String,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// Result alias for this crate.

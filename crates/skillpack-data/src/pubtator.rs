@@ -64,16 +64,21 @@ pub fn parse(text: &str, name: &str) -> Result<Vec<Document>> {
                 continue;
             }
             if let Some(abs) = rest.strip_prefix("a|") {
-                let d = current.as_mut().ok_or_else(|| err("abstract before title"))?;
+                let d = current
+                    .as_mut()
+                    .ok_or_else(|| err("abstract before title"))?;
                 d.abstract_text = abs.into();
                 continue;
             }
         }
         let fields: Vec<&str> = line.split('\t').collect();
-        let d = current.as_mut().ok_or_else(|| err("annotation before title"))?;
+        let d = current
+            .as_mut()
+            .ok_or_else(|| err("annotation before title"))?;
         match fields.as_slice() {
             [_, rel, a, b] if !rel.chars().all(|c| c.is_ascii_digit()) => {
-                d.relations.push((rel.to_string(), a.to_string(), b.to_string()));
+                d.relations
+                    .push((rel.to_string(), a.to_string(), b.to_string()));
             }
             [_, start, end, text, kind, ids, ..] => {
                 d.mentions.push(Mention {
@@ -113,7 +118,13 @@ mod tests {
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].mentions.len(), 2);
         assert_eq!(&docs[0].text()[0..7], "Aspirin");
-        assert_eq!(docs[0].relations, vec![("CID".into(), "D001241".into(), "D014456".into())]);
-        assert!(parse("1\t0\t7\tx\tChemical\tD1\n", "bad").unwrap_err().to_string().contains("bad:1"));
+        assert_eq!(
+            docs[0].relations,
+            vec![("CID".into(), "D001241".into(), "D014456".into())]
+        );
+        assert!(parse("1\t0\t7\tx\tChemical\tD1\n", "bad")
+            .unwrap_err()
+            .to_string()
+            .contains("bad:1"));
     }
 }

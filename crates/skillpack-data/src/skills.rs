@@ -9,7 +9,10 @@ use sha2::{Digest, Sha256};
 use crate::{pubtator, DataError, Record, Result};
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.into(), source })
+    std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 /// A stable 64-bit hash of `key` (for phrasing choice and splits).
@@ -45,21 +48,35 @@ pub fn build_ner(pubtator_file: &Path, source: &str) -> Result<Vec<Record>> {
             let mut chemicals: Vec<&str> = Vec::new();
             let mut diseases: Vec<&str> = Vec::new();
             for m in &d.mentions {
-                let list = if m.kind == "Chemical" { &mut chemicals } else { &mut diseases };
+                let list = if m.kind == "Chemical" {
+                    &mut chemicals
+                } else {
+                    &mut diseases
+                };
                 if !list.iter().any(|x| x.eq_ignore_ascii_case(&m.text)) {
                     list.push(&m.text);
                 }
             }
             let id = format!("{source}:{}", d.pmid);
             let query = NER_QUERIES[(stable_hash(&id) % NER_QUERIES.len() as u64) as usize];
-            let join = |v: &[&str]| if v.is_empty() { "none".to_string() } else { v.join("; ") };
+            let join = |v: &[&str]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join("; ")
+                }
+            };
             Record {
                 id,
                 skill: "ner".into(),
                 source: source.into(),
                 context: d.text(),
                 query: query.into(),
-                output: format!("Chemicals: {}\nDiseases: {}", join(&chemicals), join(&diseases)),
+                output: format!(
+                    "Chemicals: {}\nDiseases: {}",
+                    join(&chemicals),
+                    join(&diseases)
+                ),
             }
         })
         .collect())
@@ -67,7 +84,10 @@ pub fn build_ner(pubtator_file: &Path, source: &str) -> Result<Vec<Record>> {
 
 /// Writes records as JSONL atomically.
 pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<()> {
-    let io = |source| DataError::Io { path: path.into(), source };
+    let io = |source| DataError::Io {
+        path: path.into(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -77,6 +97,9 @@ pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<()> {
         serde_json::to_writer(&mut f, r).map_err(|e| io(std::io::Error::other(e)))?;
         f.write_all(b"\n").map_err(io)?;
     }
-    f.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+    f.into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }

@@ -573,3 +573,51 @@ impl Trainer {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Optimizer moments and allocator EMAs must be plain tensors: any autograd history in
+    /// them chains every step together (this leaked ~250 MiB per step on SmolLM2 before).
+    #[test]
+    fn optimizer_and_allocator_state_carry_no_graph() {
+        let fixtures =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+        let path = fixtures.join("tiny-llama/tiny-llama-f32.gguf");
+        let model = Llama::new(
+            crate::ModelWeights::load(&path, &candle_core::Device::Cpu, DType::F32).unwrap(),
+        );
+        let examples: Vec<Example> = (0..8)
+            .map(|i| Example {
+                ids: (0..16).map(|t| (t * 7 + i) as u32 % 1000).collect(),
+                targets: (0..16).map(|t| t >= 8).collect(),
+            })
+            .collect();
+        let config = TrainConfig {
+            r: 4,
+            target_r: 2,
+            tinit: 1,
+            tfinal: 2,
+            delta_t: 1,
+            checkpoint_every: 0,
+            ..TrainConfig::skill_defaults(6)
+        };
+        let tmp = std::env::temp_dir().join(format!("skillpack-graph-test-{}", std::process::id()));
+        let mut trainer = Trainer::new(model, config, examples, &tmp).unwrap();
+        for _ in 0..3 {
+            trainer.train_step().unwrap();
+        }
+        assert!(!trainer.adam_m.is_empty());
+        for t in trainer.adam_m.values().chain(trainer.adam_v.values()) {
+            assert!(!t.track_op(), "an AdamW moment carries autograd history");
+        }
+        for (name, t) in trainer.allocator.as_ref().unwrap().state_tensors() {
+            assert!(
+                !t.track_op(),
+                "allocator state {name} carries autograd history"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
