@@ -12,7 +12,8 @@ fn tune_allocator() {
     // SAFETY: mallopt only changes allocator thresholds; called before any other thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        // -1: never give the heap top back (glibc treats the threshold as unsigned).
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
