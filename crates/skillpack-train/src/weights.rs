@@ -43,18 +43,6 @@ pub struct ModelWeights {
     pub lm_head: Option<Tensor>,
 }
 
-fn gguf_stem(projection: &str) -> &'static str {
-    match projection {
-        "q_proj" => "attn_q",
-        "k_proj" => "attn_k",
-        "v_proj" => "attn_v",
-        "o_proj" => "attn_output",
-        "gate_proj" => "ffn_gate",
-        "up_proj" => "ffn_up",
-        _ => "ffn_down",
-    }
-}
-
 /// Inverse of llama.cpp's q/k row permutation: GGUF row `(h·half + i)·2 + j` is HF row
 /// `(h·2 + j)·half + i`.
 fn unpermute_rows(w: &Tensor, n_head: usize) -> Result<Tensor> {
@@ -85,7 +73,9 @@ impl ModelWeights {
         for l in 0..config.num_hidden_layers {
             let mut linears = HashMap::new();
             for p in PROJECTIONS {
-                let mut w = get(&format!("blk.{l}.{}.weight", gguf_stem(p)))?;
+                let stem = skillpack_convert::gguf_module_name(p)
+                    .expect("PROJECTIONS are llama projections");
+                let mut w = get(&format!("blk.{l}.{stem}.weight"))?;
                 if p == "q_proj" {
                     w = unpermute_rows(&w, config.num_attention_heads)?;
                 } else if p == "k_proj" {
