@@ -73,6 +73,8 @@ pub struct PeftExport {
     pub init_r: usize,
     pub target_r: usize,
     pub rank_masks: BTreeMap<(usize, &'static str), Vec<bool>>,
+    /// More `adapter_config.json` fields (AdaLoRA's schedule, which PEFT requires to load it).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 fn module_path(layer: usize, p: &str) -> String {
@@ -140,12 +142,14 @@ pub fn save_peft(model: &Llama, dir: &Path, export: &PeftExport) -> Result<()> {
         "layers_to_transform": null,
         "layers_pattern": null,
         "peft_version": "0.21.2",
-        "skillpack_version": env!("CARGO_PKG_VERSION"),
     });
     if export.method == Method::AdaLora {
         config["init_r"] = export.init_r.into();
         config["target_r"] = export.target_r.into();
         config["rank_pattern"] = serde_json::Value::Object(rank_pattern);
+    }
+    for (k, v) in &export.extra {
+        config[k] = v.clone();
     }
     let st_path = dir.join("adapter_model.safetensors");
     let tmp = dir.join(".adapter_model.safetensors.tmp");
@@ -219,6 +223,22 @@ pub fn export_trained(
             init_r: cfg.r,
             target_r: cfg.target_r,
             rank_masks,
+            extra: if cfg.method == Method::AdaLora {
+                serde_json::json!({
+                    "tinit": cfg.tinit,
+                    "tfinal": cfg.tfinal,
+                    "deltaT": cfg.delta_t,
+                    "beta1": cfg.beta1,
+                    "beta2": cfg.beta2,
+                    "orth_reg_weight": cfg.orth_reg_weight,
+                    "total_step": cfg.steps,
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+            } else {
+                Default::default()
+            },
         },
     )?;
     let gguf = match gguf_base {

@@ -74,6 +74,26 @@ fn exported_adapters_match_candle_in_llama_cpp() {
             Some(&GgufInfo::open(&path).unwrap()),
         )
         .unwrap();
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(report.peft_dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        if method == Method::AdaLora {
+            // PEFT refuses an AdaLoRA config without its schedule.
+            assert_eq!(
+                (
+                    config["peft_type"].as_str(),
+                    config["total_step"].as_u64(),
+                    config["init_r"].as_u64()
+                ),
+                (Some("ADALORA"), Some(16), Some(6))
+            );
+        } else {
+            assert_eq!(
+                config["use_rslora"].as_bool(),
+                Some(method == Method::RsLora)
+            );
+        }
         // PEFT round trip: reloading the PEFT directory reproduces the trained model's logits.
         let mut reloaded = Llama::new(ModelWeights::load(&path, &Device::Cpu, DType::F32).unwrap());
         load_peft(&mut reloaded, &report.peft_dir).unwrap();
