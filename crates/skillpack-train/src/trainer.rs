@@ -156,6 +156,8 @@ pub struct Trainer {
     adam_t: usize,
     allocator: Option<RankAllocator>,
     out_dir: PathBuf,
+    /// The current epoch's batches (epoch index, batches of example indices).
+    epoch_batches: Option<(usize, Vec<Vec<usize>>)>,
 }
 
 fn module_name((layer, p): &ModuleKey) -> String {
@@ -229,6 +231,7 @@ impl Trainer {
             adam_t: 0,
             allocator,
             out_dir: out_dir.into(),
+            epoch_batches: None,
         })
     }
 
@@ -245,17 +248,28 @@ impl Trainer {
     }
 
     /// The micro-batch (example indices) used at global micro-step `micro`. Each epoch is a
-    /// fresh seeded shuffle, so the order depends only on the seed and the position.
-    fn micro_batch(&self, micro: usize) -> Vec<usize> {
-        let lengths: Vec<usize> = self.examples.iter().map(|e| e.ids.len()).collect();
-        let per_epoch = lengths.len().div_ceil(self.config.batch);
+    /// fresh seeded shuffle, so the order depends only on the seed and the position; the epoch's
+    /// batches are computed once, not on every step.
+    fn micro_batch(&mut self, micro: usize) -> Vec<usize> {
+        // The number of batches per epoch depends only on the dataset size, not on the seed.
+        let lengths = || {
+            self.examples
+                .iter()
+                .map(|e| e.ids.len())
+                .collect::<Vec<_>>()
+        };
+        let per_epoch = match &self.epoch_batches {
+            Some((_, b)) => b.len(),
+            None => bucketed_batches(&lengths(), self.config.batch, self.config.seed).len(),
+        };
         let epoch = micro / per_epoch;
-        let batches = bucketed_batches(
-            &lengths,
-            self.config.batch,
-            self.config.seed.wrapping_add(epoch as u64),
-        );
-        batches[micro % batches.len()].clone()
+        if self.epoch_batches.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let seed = self.config.seed.wrapping_add(epoch as u64);
+            let batches = bucketed_batches(&lengths(), self.config.batch, seed);
+            self.epoch_batches = Some((epoch, batches));
+        }
+        let (_, batches) = self.epoch_batches.as_ref().expect("set above");
+        batches[micro % per_epoch].clone()
     }
 
     fn vars(&self) -> Vec<(String, &Var)> {
