@@ -17,6 +17,7 @@ mod gguf;
 mod inspect;
 mod lora_gguf;
 mod peft;
+mod rng;
 
 pub use candle_core::quantized::gguf_file::Value as GgufValue;
 pub use convert::{convert, ConvertOptions, ConvertReport, ConvertedAdapter, OutType};
@@ -25,6 +26,7 @@ pub use gguf::{write_atomic, GgufInfo, GgufTensor};
 pub use inspect::{inspect, Fit, InspectReport, Kind};
 pub use lora_gguf::{write_lora_gguf, LoraFile, LoraImage, LoraPair};
 pub use peft::{Matrix, PeftAdapter, PeftConfig, PeftKind, PeftModule};
+pub use rng::SeededNormal;
 
 /// Result alias for this crate.
 pub type Result<T, E = ConvertError> = std::result::Result<T, E>;

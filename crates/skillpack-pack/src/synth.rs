@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use skillpack_convert::{write_lora_gguf, GgufInfo, GgufValue, LoraPair, Matrix, OutType};
+use skillpack_convert::{
+    write_lora_gguf, GgufInfo, GgufValue, LoraPair, Matrix, OutType, SeededNormal,
+};
 
 use crate::{Pack, PackError, Result};
 
@@ -32,33 +34,11 @@ pub const ALL_LINEAR: [&str; 7] = [
     "ffn_down",
 ];
 
-/// SplitMix64 + Box–Muller: deterministic normal samples without extra dependencies.
-struct Normal(u64);
-
-impl Normal {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn sample(&mut self, std: f32) -> f32 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32 * std
-    }
-
-    fn matrix(&mut self, rows: usize, cols: usize, std: f32) -> Matrix {
-        Matrix {
-            rows,
-            cols,
-            data: (0..rows * cols).map(|_| self.sample(std)).collect(),
-        }
+fn random_matrix(rng: &mut SeededNormal, rows: usize, cols: usize, std: f32) -> Matrix {
+    Matrix {
+        rows,
+        cols,
+        data: rng.samples(rows * cols, std as f64),
     }
 }
 
@@ -80,7 +60,7 @@ pub fn synth_pack(dir: &Path, base: &GgufInfo, spec: &SynthSpec) -> Result<Pack>
         ),
         base,
     )?;
-    let mut rng = Normal(spec.seed);
+    let mut rng = SeededNormal::new(spec.seed);
     for s in 0..spec.skills {
         let mut pairs = Vec::new();
         for (name, t) in &base.tensors {
@@ -100,7 +80,7 @@ pub fn synth_pack(dir: &Path, base: &GgufInfo, spec: &SynthSpec) -> Result<Pack>
             let [out_dim, in_dim] = t.dims[..] else {
                 continue;
             };
-            let mut b = rng.matrix(out_dim, spec.rank, spec.b_std);
+            let mut b = random_matrix(&mut rng, out_dim, spec.rank, spec.b_std);
             for row in b.data.chunks_exact_mut(spec.rank) {
                 for (j, x) in row.iter_mut().enumerate() {
                     *x *= spec.decay.powi(j as i32);
@@ -108,7 +88,7 @@ pub fn synth_pack(dir: &Path, base: &GgufInfo, spec: &SynthSpec) -> Result<Pack>
             }
             pairs.push(LoraPair {
                 name: name.clone(),
-                a: rng.matrix(spec.rank, in_dim, 1.0 / (in_dim as f32).sqrt()),
+                a: random_matrix(&mut rng, spec.rank, in_dim, 1.0 / (in_dim as f32).sqrt()),
                 b,
             });
         }

@@ -14,12 +14,13 @@ mod weights;
 use std::path::Path;
 
 pub use adalora::{orthogonal_regularization, AdaLoraSchedule, RankAllocator, TripletView};
-pub use adapter::{LoraModule, Method, SeededNormal};
+pub use adapter::{LoraModule, Method};
 pub use config::LlamaConfig;
 pub use data::{bucketed_batches, prompt_ids, read_jsonl, tokenize, Example, Record};
 pub use model::{Llama, ModuleKey};
 pub use ops::frozen_linear;
 pub use peft_io::{export_trained, load_peft, save_peft, ExportReport, PeftExport};
+pub use skillpack_convert::SeededNormal;
 pub use trainer::{Decay, StepMetrics, TrainConfig, Trainer};
 pub use weights::{LayerWeights, ModelWeights, PROJECTIONS};
 
