@@ -59,20 +59,6 @@ struct Row {
     rss_mib: f64,
 }
 
-fn rss_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 /// Best-of-`reps` prompt and decode throughput with whatever adapters `ctx` has set.
 fn measure(
     ctx: &mut Context<'_>,
@@ -166,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             prompt_ratio: p / bp,
             decode_ratio: d / bd,
             build_ms,
-            rss_mib: rss_mib("VmRSS:"),
+            rss_mib: super::proc_status_mib("VmRSS:"),
         });
     };
 
@@ -231,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &mut rows,
     );
 
-    let peak = rss_mib("VmHWM:");
+    let peak = super::proc_status_mib("VmHWM:");
     let multi_vs_naive = rows[1].decode_tps / rows[4].decode_tps;
     let fused_vs_naive = rows[2].decode_tps / rows[4].decode_tps;
     if args.json {

@@ -162,18 +162,6 @@ fn config(args: &Args) -> anyhow::Result<TrainConfig> {
     })
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 /// Draws the loss curve of `metrics.jsonl` as an SVG.
 pub fn plot_loss(metrics: &[StepMetrics], path: &Path) -> anyhow::Result<()> {
     use plotters::prelude::*;
@@ -345,7 +333,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "last_loss": metrics.last().map(|m| m.loss),
         "seconds": started.elapsed().as_secs_f64(),
         "tokens_per_s": tokens as f64 / started.elapsed().as_secs_f64(),
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": super::proc_status_mib("VmHWM:"),
     });
     if args.json {
         super::print_json(&summary)?;
@@ -408,7 +396,7 @@ fn bench(args: &Args, base: &Path, dev: Device, dtype: DType) -> anyhow::Result<
         "warmup_step_seconds": warm.seconds,
         "seconds_per_step": secs / steps as f64,
         "tokens_per_s": tokens as f64 / secs,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": super::proc_status_mib("VmHWM:"),
     });
     if args.json {
         super::print_json(&result)?;
@@ -422,7 +410,7 @@ fn bench(args: &Args, base: &Path, dev: Device, dtype: DType) -> anyhow::Result<
             args.method,
             cfg.r,
             cfg.targets.join(","),
-            peak_rss_mib()
+            super::proc_status_mib("VmHWM:")
         );
     }
     Ok(())

@@ -150,3 +150,16 @@ pub fn rss_bytes() -> u64 {
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
 }
+
+/// Checks RSS samples taken at regular intervals for a leak: returns the median growth per
+/// interval in bytes and panics when it (a steady rise) or the total exceeds its bound. A one-off
+/// heap extension by the allocator moves neither the median nor, within 8 MiB, the total.
+pub fn assert_rss_flat(samples: &[i64], median_bound: i64) -> i64 {
+    let mut deltas: Vec<i64> = samples.windows(2).map(|w| w[1] - w[0]).collect();
+    deltas.sort();
+    let median = deltas[deltas.len() / 2];
+    let total = samples[samples.len() - 1] - samples[0];
+    assert!(median < median_bound, "RSS rises steadily: {samples:?}");
+    assert!(total < 8 << 20, "RSS grew by {total} bytes: {samples:?}");
+    median
+}
