@@ -8,19 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn skillpack(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_skillpack"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (out.status.success(), stdout, stderr)
-}
-
 #[test]
 fn pack_lifecycle_from_the_cli() {
     let tmp = tempfile::tempdir().unwrap();

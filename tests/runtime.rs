@@ -39,8 +39,8 @@ fn exact_context(model: &Model) -> Context<'_> {
             n_ctx: 128,
             n_batch: 128,
             n_threads: Some(2),
-            embeddings: false,
             kv_f32: true,
+            ..Default::default()
         },
     )
     .unwrap()

@@ -73,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 history.pop();
                 continue;
             }
-            s.apply(tokens.len() + params.max_tokens)?;
+            s.apply(&tokens, tokens.len() + params.max_tokens)?;
             let generation = skillpack_run::generate(&mut s.ctx, &tokens, &params, |piece| {
                 let _ = out.write_all(piece.as_bytes());
                 let _ = out.flush();

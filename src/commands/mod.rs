@@ -4,8 +4,10 @@ mod bench;
 mod chat;
 mod convert;
 mod data;
+mod eval;
 mod inspect;
 mod pack;
+mod router;
 mod run;
 mod session;
 mod train;
@@ -43,7 +45,9 @@ pub enum Command {
     Bench(bench::Args),
     Train(train::Args),
     Data(data::Args),
+    Eval(eval::Args),
     Verify(verify::Args),
+    Router(router::Args),
 }
 
 /// Routes `tracing` (including llama.cpp's logs) to stderr.
@@ -73,7 +77,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
         Command::Data(args) => data::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Router(args) => router::run(args),
     }
 }
 

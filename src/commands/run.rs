@@ -38,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             s.prompt_tokens(&messages)?
         };
         let params = args.session.generate_params();
-        let applied = s.apply(tokens.len() + params.max_tokens)?;
+        let applied = s.apply(&tokens, tokens.len() + params.max_tokens)?;
         let mut stdout = std::io::stdout().lock();
         let json = args.json;
         let generation = skillpack_run::generate(&mut s.ctx, &tokens, &params, |piece| {

@@ -24,6 +24,12 @@ pub struct SessionArgs {
     /// Run the base model without any skill.
     #[arg(long)]
     pub no_skills: bool,
+    /// Route with this router of the pack (default: the pack's default router).
+    #[arg(long)]
+    pub router: Option<String>,
+    /// Router softmax temperature (default: the router's).
+    #[arg(long)]
+    pub router_temperature: Option<f32>,
     /// Print the skill weights and how they were applied (stderr).
     #[arg(long)]
     pub show_weights: bool,
@@ -111,8 +117,13 @@ pub struct Session<'m> {
     pub model: &'m Model,
     pub ctx: Context<'m>,
     pub engine: Option<SkillEngine<'m>>,
-    /// One weight per pack skill (None: base model or raw --lora adapters).
+    /// One weight per pack skill (None: base model, raw --lora adapters, or routed).
     pub weights: Option<Vec<f32>>,
+    /// The router and its feature extractor, when the weights come per prompt.
+    pub router: Option<(
+        skillpack_route::Router,
+        skillpack_route::FeatureExtractor<'m>,
+    )>,
     loras: Vec<(LoraAdapter<'m>, f32)>,
     args: SessionArgs,
 }
@@ -143,6 +154,7 @@ pub fn with_session<R>(
         ctx,
         engine: None,
         weights: None,
+        router: None,
         loras: Vec::new(),
         args: args.clone(),
     };
@@ -158,10 +170,29 @@ pub fn with_session<R>(
             engine.min_weight = w;
         }
         if !args.no_skills {
-            let spec = args.skills.as_deref().ok_or_else(|| {
-                anyhow::anyhow!("the pack has no router yet: give weights with --skills SKILL=W,... or use --no-skills")
-            })?;
-            session.weights = Some(parse_skill_weights(spec, &engine.pack().manifest)?);
+            match &args.skills {
+                Some(spec) => {
+                    session.weights = Some(parse_skill_weights(spec, &engine.pack().manifest)?);
+                }
+                None => {
+                    let router = super::router::load_router(
+                        engine.pack(),
+                        args.router.as_deref(),
+                        &model,
+                        &model_path,
+                    )?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("the pack has no router: give weights with --skills SKILL=W,... or use --no-skills")
+                    })?;
+                    let extractor = skillpack_route::FeatureExtractor::new(
+                        &model,
+                        &model_path,
+                        router.config.features,
+                        args.threads,
+                    )?;
+                    session.router = Some((router, extractor));
+                }
+            }
         }
         session.engine = Some(engine);
     } else if args.skills.is_some() {
@@ -179,8 +210,25 @@ pub fn with_session<R>(
 }
 
 impl<'m> Session<'m> {
-    /// Sets the session's skills on the context for a generation of about `expected_tokens`.
-    pub fn apply(&mut self, expected_tokens: usize) -> anyhow::Result<Option<Applied>> {
+    /// Sets the session's skills on the context for `prompt` and a generation of about
+    /// `expected_tokens` (routing the prompt when the pack's router decides the weights).
+    pub fn apply(
+        &mut self,
+        prompt: &[skillpack_llama::Token],
+        expected_tokens: usize,
+    ) -> anyhow::Result<Option<Applied>> {
+        if let (Some((router, extractor)), Some(engine)) = (&mut self.router, &self.engine) {
+            let skills: Vec<String> = engine
+                .pack()
+                .manifest
+                .skills
+                .iter()
+                .map(|s| s.id.clone())
+                .collect();
+            let features = extractor.features(prompt)?;
+            self.weights =
+                Some(router.weights_for(&features, self.args.router_temperature, &skills)?);
+        }
         match (&mut self.engine, &self.weights) {
             (Some(engine), Some(weights)) => {
                 let applied =

@@ -11,6 +11,33 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `../shared/data/raw` (or `$SKILLPACK_RAW_DATA`), checked like the fixtures.
+pub fn raw_data() -> PathBuf {
+    let dir = std::env::var_os("SKILLPACK_RAW_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/data/raw"));
+    assert!(
+        dir.join("pubmedqa/pqal_trainval.json").is_file(),
+        "raw data not found at {} (set SKILLPACK_RAW_DATA)",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs the `skillpack` binary; returns (success, stdout, stderr) and fails on a panic.
+pub fn skillpack(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skillpack"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.success(), stdout, stderr)
+}
+
 /// `../shared/fixtures` (or `$SKILLPACK_FIXTURES`). Panics with a clear message when absent:
 /// the parity tests must not silently pass without their oracle.
 pub fn fixtures() -> PathBuf {
@@ -124,14 +151,20 @@ pub fn load_model(path: &std::path::Path) -> Model {
 }
 
 pub fn new_context(model: &Model) -> Context<'_> {
+    context_with(model, false, 1)
+}
+
+/// A 256-token, 2-thread context with the given KV precision and sequence count.
+pub fn context_with(model: &Model, kv_f32: bool, n_seq_max: u32) -> Context<'_> {
     Context::new(
         model,
         &ContextParams {
             n_ctx: 256,
             n_batch: 256,
             n_threads: Some(2),
-            embeddings: false,
-            kv_f32: false,
+            kv_f32,
+            n_seq_max,
+            ..Default::default()
         },
     )
     .unwrap()

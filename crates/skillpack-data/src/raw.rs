@@ -549,3 +549,48 @@ pub fn hoc(dir: &Path) -> Result<Vec<HocItem>> {
 pub fn pubtator_file(path: &Path) -> Result<Vec<pubtator::Document>> {
     pubtator::parse(&read(path)?, &path.display().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_with_newlines_and_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.csv");
+        std::fs::write(&p, "File,CHQ,Summary\nx,\"line one\nline two\",Short?\n").unwrap();
+        let rows = meqsum(&p).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].chq, "line one\nline two");
+        std::fs::write(&p, "File,Summary\nx,y\n").unwrap();
+        let e = meqsum(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("m.csv") && e.contains("missing column `CHQ`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rqe_xml_and_hoc_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rqe.xml");
+        std::fs::write(&p, "<?xml version=\"1.0\"?>\n<R>\n<pair pid=\"1\" value=\"true\">\n<chq>A?</chq>\n<faq>B?</faq>\n</pair>\n<pair pid=\"2\" value=\"maybe\"><chq>C</chq><faq>D</faq></pair>\n</R>").unwrap();
+        let e = mediqa_rqe(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("rqe.xml:7") && e.contains("pair value `maybe`"),
+            "{e}"
+        );
+
+        std::fs::create_dir_all(dir.path().join("hoc/text")).unwrap();
+        std::fs::create_dir_all(dir.path().join("hoc/labels")).unwrap();
+        std::fs::write(dir.path().join("hoc/text/1.txt"), "First .\nSecond .\n").unwrap();
+        std::fs::write(
+            dir.path().join("hoc/labels/1.txt"),
+            "<Resisting cell death--Apoptosis ANDSustaining proliferative signaling<NULL",
+        )
+        .unwrap();
+        let items = hoc(&dir.path().join("hoc")).unwrap();
+        assert_eq!(items[0].text, "First . Second .");
+        assert_eq!(items[0].labels, vec![0, 2]);
+    }
+}

@@ -618,3 +618,46 @@ const STOPWORDS: [&str; 40] = [
     "than", "then", "they", "their", "there", "been", "being", "can", "could", "would", "should",
     "not", "its", "his", "her", "about",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passage_selection_keeps_the_matching_sentences_in_order() {
+        let filler = "Unrelated background sentence about something else entirely. ".repeat(40);
+        let article = format!(
+            "{filler}The incubation period of the virus was estimated at 5.2 days. It varied by age.\n{filler}"
+        );
+        let passage = select_passage(&article, "What was the estimated incubation period?", 300);
+        assert!(passage.len() <= 300 + 10, "{}", passage.len());
+        assert!(passage.contains("incubation period of the virus was estimated at 5.2 days"));
+        // A short article is kept whole.
+        assert_eq!(select_passage("Short. Text.", "q", 300), "Short. Text.");
+    }
+
+    #[test]
+    fn splits_are_deterministic_and_disjoint() {
+        let a = split_by("123", "hoc", 25, 10);
+        assert_eq!(a, split_by("123", "hoc", 25, 10));
+        let counts = (0..2000).fold([0usize; 3], |mut c, i| {
+            c[split_by(&i.to_string(), "hoc", 25, 10) as usize] += 1;
+            c
+        });
+        // Roughly 65 % rest, 10 % train, 25 % dev.
+        assert!(
+            (400..600).contains(&counts[Split::Dev as usize]),
+            "{counts:?}"
+        );
+        assert!(
+            (130..270).contains(&counts[Split::Train as usize]),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_task_lists_the_tasks() {
+        let e = task_info("nope").unwrap_err().to_string();
+        assert!(e.contains("unknown task `nope`") && e.contains("meqsum"));
+    }
+}

@@ -19,6 +19,9 @@ pub struct ContextParams {
     pub embeddings: bool,
     /// Keep the KV cache in f32 instead of f16 (exact comparisons; twice the cache memory).
     pub kv_f32: bool,
+    /// Sequences the KV cache can hold at once (one unified buffer, so sequences can share a
+    /// prompt's cells: see [`Context::copy_sequence`]).
+    pub n_seq_max: u32,
 }
 
 impl Default for ContextParams {
@@ -29,6 +32,7 @@ impl Default for ContextParams {
             n_threads: None,
             embeddings: false,
             kv_f32: false,
+            n_seq_max: 1,
         }
     }
 }
@@ -101,6 +105,7 @@ pub struct Context<'m> {
     active: Vec<(LoraAdapter<'m>, f32)>,
     /// For each token of the last decoded batch, whether it produced an output row.
     last_outputs: Vec<bool>,
+    memory_epoch: u64,
 }
 
 // SAFETY: a llama_context may move between threads; it is never shared (no Sync).
@@ -135,6 +140,10 @@ impl<'m> Context<'m> {
             cp.type_k = sys::GGML_TYPE_F32;
             cp.type_v = sys::GGML_TYPE_F32;
         }
+        cp.n_seq_max = params.n_seq_max.max(1);
+        if cp.n_seq_max > 1 {
+            cp.kv_unified = true;
+        }
         if params.embeddings {
             cp.pooling_type = sys::LLAMA_POOLING_TYPE_MEAN;
         }
@@ -150,6 +159,7 @@ impl<'m> Context<'m> {
             model,
             active: Vec::new(),
             last_outputs: Vec::new(),
+            memory_epoch: 0,
         })
     }
 
@@ -285,6 +295,66 @@ impl<'m> Context<'m> {
         // SAFETY: valid context; the memory handle belongs to it.
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) };
         self.last_outputs.clear();
+        self.memory_epoch += 1;
+    }
+
+    /// Sequences this context holds at once.
+    pub fn n_seq_max(&self) -> usize {
+        // SAFETY: valid context.
+        unsafe { sys::llama_n_seq_max(self.ptr.as_ptr()) as usize }
+    }
+
+    fn check_seq(&self, seq: i32) -> Result<()> {
+        if seq < 0 || seq as usize >= self.n_seq_max() {
+            return Err(LlamaError::InvalidArgument(format!(
+                "sequence {seq} outside 0..{} (raise ContextParams::n_seq_max)",
+                self.n_seq_max()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes sequence `dst` share every cached token of sequence `src` (no copy of the
+    /// keys and values: the cells are tagged with both sequences).
+    pub fn copy_sequence(&mut self, src: i32, dst: i32) -> Result<()> {
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
+        // SAFETY: valid context; both sequence ids are within n_seq_max.
+        unsafe {
+            sys::llama_memory_seq_cp(sys::llama_get_memory(self.ptr.as_ptr()), src, dst, -1, -1)
+        };
+        Ok(())
+    }
+
+    /// Forgets every cached token of sequence `seq` (cells shared with other sequences stay).
+    pub fn remove_sequence(&mut self, seq: i32) -> Result<()> {
+        self.check_seq(seq)?;
+        // SAFETY: valid context; the sequence id is within n_seq_max.
+        unsafe { sys::llama_memory_seq_rm(sys::llama_get_memory(self.ptr.as_ptr()), seq, -1, -1) };
+        Ok(())
+    }
+
+    /// Counts how often the KV cache was cleared (by [`Context::clear_memory`] or a change of
+    /// adapters): a caller that keeps track of cached tokens compares it to know they are gone.
+    pub fn memory_epoch(&self) -> u64 {
+        self.memory_epoch
+    }
+
+    /// Forgets the cached tokens of sequence 0 from position `from` on, so that decoding can
+    /// continue from there (e.g. scoring several continuations of one prompt).
+    pub fn truncate_memory(&mut self, from: usize) -> Result<()> {
+        // SAFETY: valid context; removing a position range of one sequence is always allowed
+        // for the unified KV cache these contexts use.
+        let ok = unsafe {
+            sys::llama_memory_seq_rm(sys::llama_get_memory(self.ptr.as_ptr()), 0, from as i32, -1)
+        };
+        if !ok {
+            return Err(LlamaError::InvalidArgument(format!(
+                "llama.cpp could not remove cached positions {from}.."
+            )));
+        }
+        self.last_outputs.clear();
+        Ok(())
     }
 
     /// Sets exactly these adapters with these scales, in one `llama_set_adapters_lora` call

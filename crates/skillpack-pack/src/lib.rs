@@ -120,6 +120,35 @@ impl Pack {
         self.dir.join(&skill.adapter)
     }
 
+    /// Registers (or replaces) router `spec`, whose files are already in the pack, and
+    /// saves the manifest; `make_default` also makes it the pack's default router.
+    pub fn set_router(&mut self, spec: RouterSpec, make_default: bool) -> Result<()> {
+        if !self.dir.join(&spec.file).is_file() || spec.file.contains("..") {
+            return Err(PackError::Invalid(format!(
+                "router `{}`: no file {} in the pack",
+                spec.name, spec.file
+            )));
+        }
+        if make_default {
+            self.manifest.defaults.router = spec.name.clone();
+        }
+        match self
+            .manifest
+            .routers
+            .iter_mut()
+            .find(|r| r.name == spec.name)
+        {
+            Some(r) => *r = spec,
+            None => self.manifest.routers.push(spec),
+        }
+        self.save()
+    }
+
+    /// The router named `name`.
+    pub fn router(&self, name: &str) -> Option<&RouterSpec> {
+        self.manifest.routers.iter().find(|r| r.name == name)
+    }
+
     /// Index of skill `id`.
     pub fn skill_index(&self, id: &str) -> Option<usize> {
         self.manifest.skills.iter().position(|s| s.id == id)

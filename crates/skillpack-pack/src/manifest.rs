@@ -49,6 +49,9 @@ pub struct Defaults {
     pub min_weight: f32,
     /// Softmax temperature of the router.
     pub temperature: f32,
+    /// The router `run`, `chat` and `eval` use when none is named (empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub router: String,
 }
 
 impl Default for Defaults {
@@ -57,6 +60,7 @@ impl Default for Defaults {
             top_k: 3,
             min_weight: 0.05,
             temperature: 1.0,
+            router: String::new(),
         }
     }
 }

@@ -5,6 +5,7 @@ mod adalora;
 mod adapter;
 mod config;
 mod data;
+mod mixture;
 mod model;
 mod ops;
 mod peft_io;
@@ -17,6 +18,7 @@ pub use adalora::{orthogonal_regularization, AdaLoraSchedule, RankAllocator, Tri
 pub use adapter::{LoraModule, Method};
 pub use config::LlamaConfig;
 pub use data::{bucketed_batches, prompt_ids, read_jsonl, tokenize, Example, Record};
+pub use mixture::{mean_hidden, train_router, MixModule, Mixture, RouterTrainConfig, TrainedHead};
 pub use model::{Llama, ModuleKey};
 pub use ops::frozen_linear;
 pub use peft_io::{export_trained, load_peft, save_peft, ExportReport, PeftExport};

@@ -18,6 +18,10 @@ pub type ModuleKey = (usize, &'static str);
 pub struct Llama {
     pub weights: ModelWeights,
     pub adapters: BTreeMap<ModuleKey, LoraModule>,
+    /// Frozen skills mixed with per-row weights (router training), with the weights
+    /// `[b·t, skills]` of the next forward pass.
+    pub mixture: Option<crate::Mixture>,
+    pub mixture_weights: Option<Tensor>,
     device: Device,
 }
 
@@ -45,6 +49,8 @@ impl Llama {
         Llama {
             weights,
             adapters: BTreeMap::new(),
+            mixture: None,
+            mixture_weights: None,
             device,
         }
     }
@@ -56,9 +62,19 @@ impl Llama {
 
     fn linear(&self, layer: usize, projection: &'static str, x: &Tensor) -> Result<Tensor> {
         let w = &self.weights.layers[layer].linears[projection];
-        match self.adapters.get(&(layer, projection)) {
-            Some(adapter) => adapter.apply(x, w),
-            None => Ok(frozen_linear(x, w)?),
+        let y = match self.adapters.get(&(layer, projection)) {
+            Some(adapter) => adapter.apply(x, w)?,
+            None => frozen_linear(x, w)?,
+        };
+        let mixed = self
+            .mixture
+            .as_ref()
+            .and_then(|m| m.modules.get(&(layer, projection)));
+        match (mixed, &self.mixture_weights) {
+            (Some(module), Some(weights)) => {
+                Ok((y + module.forward(x, weights)?.to_dtype(x.dtype())?)?)
+            }
+            _ => Ok(y),
         }
     }
 

@@ -45,7 +45,7 @@ pub struct ModelWeights {
 
 /// Inverse of llama.cpp's q/k row permutation: GGUF row `(h·half + i)·2 + j` is HF row
 /// `(h·2 + j)·half + i`.
-fn unpermute_rows(w: &Tensor, n_head: usize) -> Result<Tensor> {
+pub(crate) fn unpermute_rows(w: &Tensor, n_head: usize) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
     let half = rows / n_head / 2;
     // GGUF rows viewed as [n_head, half, 2, cols] → [n_head, 2, half, cols].

@@ -1,0 +1,474 @@
+//! Running task items through llama.cpp: options scored by log-likelihood (the prompt's KV cache
+//! is reused for every option and for prompts that share a prefix), generation greedy.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use skillpack_data::tasks::{Target, TaskItem};
+use skillpack_data::user_message;
+use skillpack_llama::{ChatMessage, Context, Model, SamplerParams, Token};
+use skillpack_run::GenerateParams;
+
+use crate::metrics;
+use crate::{EvalError, Result};
+
+/// Decides the skills for each item (a fixed weighting, a router, or none) and sets them on
+/// the context. Returns the applied weights `(skill, weight)` for the predictions file.
+pub trait SkillPolicy<'m> {
+    fn apply(
+        &mut self,
+        ctx: &mut Context<'m>,
+        item: &TaskItem,
+        prompt: &[Token],
+        expected_tokens: usize,
+    ) -> Result<Vec<(String, f32)>>;
+}
+
+/// The base model: no adapters.
+pub struct NoSkills;
+
+impl<'m> SkillPolicy<'m> for NoSkills {
+    fn apply(
+        &mut self,
+        ctx: &mut Context<'m>,
+        _item: &TaskItem,
+        _prompt: &[Token],
+        _expected_tokens: usize,
+    ) -> Result<Vec<(String, f32)>> {
+        ctx.clear_adapters()?;
+        Ok(Vec::new())
+    }
+}
+
+/// Log-likelihood scoring over one context, keeping track of what its KV cache holds.
+pub struct Scorer<'c, 'm> {
+    pub ctx: &'c mut Context<'m>,
+    /// Tokens of sequence 0 in the KV cache (valid while the memory epoch is unchanged).
+    cached: Vec<Token>,
+    epoch: u64,
+    /// Log-probabilities after the last cached token.
+    last_logprobs: Vec<f32>,
+    /// Tokens decoded (for throughput).
+    pub tokens_evaluated: usize,
+}
+
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let log_z = max as f64 + sum.ln();
+    logits.iter().map(|&l| (l as f64 - log_z) as f32).collect()
+}
+
+impl<'c, 'm> Scorer<'c, 'm> {
+    pub fn new(ctx: &'c mut Context<'m>) -> Self {
+        let epoch = ctx.memory_epoch();
+        Scorer {
+            ctx,
+            cached: Vec::new(),
+            epoch,
+            last_logprobs: Vec::new(),
+            tokens_evaluated: 0,
+        }
+    }
+
+    /// Brings the KV cache to exactly `prompt`, reusing the longest cached prefix, and keeps
+    /// the log-probabilities of the next token.
+    pub fn prefill(&mut self, prompt: &[Token]) -> Result<()> {
+        if prompt.is_empty() {
+            return Err(EvalError::Invalid("empty prompt".into()));
+        }
+        if self.ctx.memory_epoch() != self.epoch {
+            self.cached.clear();
+            self.epoch = self.ctx.memory_epoch();
+        }
+        if self.cached == prompt && !self.last_logprobs.is_empty() {
+            return Ok(());
+        }
+        let mut common = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // At least one token is decoded so that its logits are fresh.
+        common = common.min(prompt.len() - 1);
+        if common == 0 {
+            self.ctx.clear_memory();
+            self.epoch = self.ctx.memory_epoch();
+        } else {
+            self.ctx.truncate_memory(common)?;
+        }
+        self.ctx.eval(&prompt[common..], common, false)?;
+        self.tokens_evaluated += prompt.len() - common;
+        self.last_logprobs = log_softmax(self.ctx.logits(-1)?);
+        self.cached = prompt.to_vec();
+        Ok(())
+    }
+
+    /// Sum of log-probabilities of each continuation after `prompt`.
+    pub fn score(&mut self, prompt: &[Token], continuations: &[Vec<Token>]) -> Result<Vec<f64>> {
+        self.prefill(prompt)?;
+        let n = prompt.len();
+        if continuations.iter().any(|c| c.is_empty()) {
+            return Err(EvalError::Invalid("empty option".into()));
+        }
+        let fed: usize = continuations.iter().map(|c| c.len() - 1).sum();
+        if continuations.len() > 1
+            && continuations.len() < self.ctx.n_seq_max()
+            && fed > 0
+            && fed <= self.ctx.n_batch()
+            && n + continuations.iter().map(Vec::len).max().unwrap_or(0) <= self.ctx.n_ctx()
+        {
+            return self.score_batched(n, continuations);
+        }
+        let mut scores = Vec::with_capacity(continuations.len());
+        for c in continuations {
+            if c.is_empty() {
+                return Err(EvalError::Invalid("empty option".into()));
+            }
+            let mut total = self.last_logprobs[c[0] as usize] as f64;
+            if c.len() > 1 {
+                // Every token but the last is fed; row k predicts token k + 1.
+                self.ctx.eval(&c[..c.len() - 1], n, true)?;
+                self.tokens_evaluated += c.len() - 1;
+                for k in 0..c.len() - 1 {
+                    let lp = log_softmax(self.ctx.logits(k as i32)?);
+                    total += lp[c[k + 1] as usize] as f64;
+                }
+                self.ctx.truncate_memory(n)?;
+            }
+            scores.push(total);
+        }
+        Ok(scores)
+    }
+}
+
+impl Scorer<'_, '_> {
+    /// All continuations in one decode: continuation `i` runs as sequence `i + 1`, which
+    /// shares the prompt's cached cells with sequence 0.
+    fn score_batched(&mut self, n: usize, continuations: &[Vec<Token>]) -> Result<Vec<f64>> {
+        let fed: usize = continuations.iter().map(|c| c.len() - 1).sum();
+        let mut batch = skillpack_llama::Batch::new(fed);
+        let mut rows = Vec::with_capacity(continuations.len());
+        for (i, c) in continuations.iter().enumerate() {
+            let seq = i as i32 + 1;
+            self.ctx.copy_sequence(0, seq)?;
+            rows.push(batch.len());
+            for (k, &t) in c[..c.len() - 1].iter().enumerate() {
+                batch.push(t, (n + k) as i32, seq, true)?;
+            }
+        }
+        let decoded = if batch.is_empty() {
+            Ok(())
+        } else {
+            self.ctx.decode(&batch)
+        };
+        let mut scores = Vec::with_capacity(continuations.len());
+        if decoded.is_ok() {
+            self.tokens_evaluated += fed;
+            for (c, &row) in continuations.iter().zip(&rows) {
+                let mut total = self.last_logprobs[c[0] as usize] as f64;
+                for k in 0..c.len() - 1 {
+                    let lp = log_softmax(self.ctx.logits((row + k) as i32)?);
+                    total += lp[c[k + 1] as usize] as f64;
+                }
+                scores.push(total);
+            }
+        }
+        for i in 0..continuations.len() {
+            self.ctx.remove_sequence(i as i32 + 1)?;
+        }
+        decoded?;
+        Ok(scores)
+    }
+}
+
+/// Renders the item's prompt with the model's chat template and tokenizes it.
+pub fn prompt_tokens(model: &Model, context: &str, query: &str) -> Result<Vec<Token>> {
+    let text = model.apply_chat_template(
+        &[ChatMessage {
+            role: "user".into(),
+            content: user_message(context, query),
+        }],
+        true,
+    )?;
+    Ok(model.tokenize(&text, true, true)?)
+}
+
+/// Tokens of an answer continuation (tokenized on its own, as training and generation see it).
+pub fn answer_tokens(model: &Model, answer: &str) -> Result<Vec<Token>> {
+    Ok(model.tokenize(answer, false, true)?)
+}
+
+/// One item's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub id: String,
+    pub prediction: String,
+    pub gold: String,
+    /// The item's score on the task's headline metric (1/0 for accuracy).
+    pub score: f64,
+    /// Option log-likelihoods (choice tasks), per label P(yes) − P(no) margins (multi-label).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub option_scores: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<(String, f32)>,
+    #[serde(skip)]
+    pub predicted_index: Option<usize>,
+    #[serde(skip)]
+    pub gold_index: Option<usize>,
+    #[serde(skip)]
+    pub predicted_labels: Vec<usize>,
+    #[serde(skip)]
+    pub entity_counts: metrics::EntityCounts,
+    #[serde(skip)]
+    pub extra: f64,
+}
+
+fn greedy(max_tokens: usize, stops: &[&str]) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        stops: stops.iter().map(|s| s.to_string()).collect(),
+        sampler: SamplerParams {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            ..Default::default()
+        },
+    }
+}
+
+/// Evaluates one item.
+pub fn evaluate_item<'m>(
+    scorer: &mut Scorer<'_, 'm>,
+    policy: &mut dyn SkillPolicy<'m>,
+    item: &TaskItem,
+) -> Result<Prediction> {
+    let model = scorer.ctx.model();
+    let mut prompt = prompt_tokens(model, &item.context, &item.query)?;
+    let budget = scorer.ctx.n_ctx().saturating_sub(200);
+    if prompt.len() > budget {
+        // Over-long prompts lose the middle of their context, keeping the template's head
+        // (the first 8 tokens) and the end with the question.
+        let keep_tail = budget - 8;
+        let tail = prompt.split_off(prompt.len() - keep_tail);
+        prompt.truncate(8);
+        prompt.extend(tail);
+    }
+    let blank = |prediction: String, gold: String, score: f64| Prediction {
+        id: item.id.clone(),
+        prediction,
+        gold,
+        score,
+        option_scores: Vec::new(),
+        weights: Vec::new(),
+        predicted_index: None,
+        gold_index: None,
+        predicted_labels: Vec::new(),
+        entity_counts: Default::default(),
+        extra: 0.0,
+    };
+    match &item.target {
+        Target::Choice { options, gold } => {
+            let weights = policy.apply(scorer.ctx, item, &prompt, prompt.len() + 8)?;
+            let conts = options
+                .iter()
+                .map(|o| answer_tokens(model, o))
+                .collect::<Result<Vec<_>>>()?;
+            let scores = scorer.score(&prompt, &conts)?;
+            let best = argmax(&scores);
+            let mut p = blank(
+                options[best].clone(),
+                options[*gold].clone(),
+                (best == *gold) as u8 as f64,
+            );
+            p.option_scores = scores;
+            p.weights = weights;
+            p.predicted_index = Some(best);
+            p.gold_index = Some(*gold);
+            Ok(p)
+        }
+        Target::MultiLabel {
+            labels,
+            queries,
+            gold,
+        } => {
+            let yes = answer_tokens(model, "yes")?;
+            let no = answer_tokens(model, "no")?;
+            let mut margins = Vec::new();
+            let mut predicted = Vec::new();
+            let mut weights = Vec::new();
+            for (i, q) in queries.iter().enumerate() {
+                let label_prompt = prompt_tokens(model, &item.context, q)?;
+                weights = policy.apply(scorer.ctx, item, &label_prompt, label_prompt.len() + 2)?;
+                let s = scorer.score(&label_prompt, &[yes.clone(), no.clone()])?;
+                margins.push(s[0] - s[1]);
+                if s[0] > s[1] {
+                    predicted.push(i);
+                }
+            }
+            let names = |v: &[usize]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.iter()
+                        .map(|&i| labels[i].as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
+            };
+            let mut p = blank(
+                names(&predicted),
+                names(gold),
+                metrics::sample_f1(&predicted, gold),
+            );
+            p.option_scores = margins;
+            p.weights = weights;
+            p.predicted_labels = predicted;
+            Ok(p)
+        }
+        Target::Entities { text, types, gold } => {
+            let params = greedy(192, &[]);
+            let weights = policy.apply(scorer.ctx, item, &prompt, prompt.len() + 96)?;
+            let generation = skillpack_run::generate(scorer.ctx, &prompt, &params, |_| {})?;
+            scorer.tokens_evaluated += prompt.len() + generation.generated_tokens;
+            let mentions = metrics::parse_entity_answer(&generation.text, types);
+            let predicted = metrics::predicted_spans(text, &mentions);
+            let counts = metrics::EntityCounts::of(&predicted, gold);
+            let gold_text = types
+                .iter()
+                .map(|t| {
+                    let mut names: Vec<&str> = Vec::new();
+                    for (s, e, k) in gold {
+                        if k == t && !names.iter().any(|n| n.eq_ignore_ascii_case(&text[*s..*e])) {
+                            names.push(&text[*s..*e]);
+                        }
+                    }
+                    format!("{t}: {}", names.join("; "))
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let mut p = blank(generation.text, gold_text, counts.f1());
+            p.entity_counts = counts;
+            p.weights = weights;
+            Ok(p)
+        }
+        Target::Text {
+            references,
+            max_tokens,
+        } => {
+            let params = greedy(*max_tokens, &["\n"]);
+            let weights = policy.apply(scorer.ctx, item, &prompt, prompt.len() + max_tokens / 2)?;
+            let generation = skillpack_run::generate(scorer.ctx, &prompt, &params, |_| {})?;
+            scorer.tokens_evaluated += prompt.len() + generation.generated_tokens;
+            let text = generation.text.trim().to_string();
+            let (score, extra) = if item.task == "meqsum" {
+                (metrics::rouge_l(&text, references), 0.0)
+            } else {
+                (
+                    metrics::squad_f1(&text, references),
+                    metrics::exact_match(&text, references),
+                )
+            };
+            let mut p = blank(text, references.join(" | "), score);
+            p.extra = extra;
+            p.weights = weights;
+            Ok(p)
+        }
+    }
+}
+
+fn argmax(v: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Aggregates predictions into the task's metrics (headline first).
+pub fn task_metrics(task: &str, predictions: &[Prediction]) -> Vec<(String, f64)> {
+    let n = predictions.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&Prediction) -> f64| predictions.iter().map(f).sum::<f64>() / n;
+    match task {
+        "bc5cdr" => {
+            let mut c = metrics::EntityCounts::default();
+            for p in predictions {
+                c.add(p.entity_counts);
+            }
+            vec![
+                ("entity_f1".into(), c.f1()),
+                ("entity_precision".into(), c.precision()),
+                ("entity_recall".into(), c.recall()),
+            ]
+        }
+        "hoc" => vec![("sample_f1".into(), mean(&|p| p.score))],
+        "covidqa" => vec![
+            ("f1".into(), mean(&|p| p.score)),
+            ("exact_match".into(), mean(&|p| p.extra)),
+        ],
+        "meqsum" => vec![("rouge_l".into(), mean(&|p| p.score))],
+        _ => {
+            let pred: Vec<usize> = predictions
+                .iter()
+                .filter_map(|p| p.predicted_index)
+                .collect();
+            let gold: Vec<usize> = predictions.iter().filter_map(|p| p.gold_index).collect();
+            let mut m = vec![("accuracy".into(), metrics::accuracy(&pred, &gold))];
+            if matches!(task, "pubmedqa" | "chemprot" | "healthver") {
+                m.push(("macro_f1".into(), metrics::macro_f1(&pred, &gold)));
+            }
+            m
+        }
+    }
+}
+
+/// Summary of one task run.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct TaskSummary {
+    pub task: String,
+    pub config: String,
+    pub split: String,
+    pub items: usize,
+    pub metrics: Vec<(String, f64)>,
+    pub wall_s: f64,
+    pub items_per_s: f64,
+    pub tokens_evaluated: usize,
+    pub tokens_per_s: f64,
+}
+
+/// Evaluates `items`, calling `progress` after each; returns predictions and the summary.
+pub fn evaluate<'m>(
+    ctx: &mut Context<'m>,
+    policy: &mut dyn SkillPolicy<'m>,
+    task: &str,
+    config: &str,
+    split: &str,
+    items: &[TaskItem],
+    mut progress: impl FnMut(usize),
+) -> Result<(Vec<Prediction>, TaskSummary)> {
+    let started = Instant::now();
+    let mut scorer = Scorer::new(ctx);
+    let mut predictions = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        predictions.push(
+            evaluate_item(&mut scorer, policy, item)
+                .map_err(|e| EvalError::Invalid(format!("item {}: {e}", item.id)))?,
+        );
+        progress(i + 1);
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    let summary = TaskSummary {
+        task: task.into(),
+        config: config.into(),
+        split: split.into(),
+        items: items.len(),
+        metrics: task_metrics(task, &predictions),
+        wall_s,
+        items_per_s: items.len() as f64 / wall_s.max(1e-9),
+        tokens_evaluated: scorer.tokens_evaluated,
+        tokens_per_s: scorer.tokens_evaluated as f64 / wall_s.max(1e-9),
+    };
+    Ok((predictions, summary))
+}

@@ -1,0 +1,386 @@
+//! A router head and its files: `NAME.json` (config: feature spec, dims, skills, gain,
+//! temperature, how it was trained) and `NAME.safetensors` (`feature_mean`, `feature_std`,
+//! `weight [outputs, dim]`, `bias [outputs]`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::{FeatureKind, Result, RouteError};
+
+/// A router's settings and provenance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouterConfig {
+    pub name: String,
+    /// `linear` (a fitted or end-to-end trained head) or `prototype` (cosine similarity to
+    /// per-skill mean features).
+    pub kind: String,
+    /// `supervised`, `end-to-end` or `prototype`.
+    pub method: String,
+    /// The task it was trained for (empty = general).
+    #[serde(default)]
+    pub task: String,
+    pub features: FeatureKind,
+    /// Feature width (the base model's embedding width).
+    pub dim: usize,
+    /// Skill ids, in output order.
+    pub skills: Vec<String>,
+    /// A last output for "no skill" (its probability mass is dropped).
+    pub none_entry: bool,
+    /// Multiplies the softmax weights (each skill was trained at scale 1).
+    pub gain: f32,
+    /// Softmax temperature.
+    pub temperature: f32,
+    /// L2-normalize standardized features before the head (prototype routers).
+    #[serde(default)]
+    pub normalize_input: bool,
+    /// Fingerprint of the base model's tensor table (see `GgufInfo::fingerprint`).
+    pub base_fingerprint: String,
+    /// How it was trained: data, steps, seed, final loss.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+/// A router head with its feature standardization.
+#[derive(Debug, Clone)]
+pub struct Router {
+    pub config: RouterConfig,
+    pub feature_mean: Vec<f32>,
+    pub feature_std: Vec<f32>,
+    /// `[outputs, dim]`, row-major.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+fn file_error(path: &Path, message: impl Into<String>) -> RouteError {
+    RouteError::File {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+impl Router {
+    /// Number of outputs (skills, plus one for "no skill").
+    pub fn outputs(&self) -> usize {
+        self.config.skills.len() + self.config.none_entry as usize
+    }
+
+    /// Checks that every array has the size the config implies.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let (d, k) = (self.config.dim, self.outputs());
+        if d == 0 || self.config.skills.is_empty() {
+            return Err("router has no features or no skills".into());
+        }
+        for (name, len, want) in [
+            ("feature_mean", self.feature_mean.len(), d),
+            ("feature_std", self.feature_std.len(), d),
+            ("weight", self.weight.len(), k * d),
+            ("bias", self.bias.len(), k),
+        ] {
+            if len != want {
+                return Err(format!("tensor `{name}` has {len} values, expected {want}"));
+            }
+        }
+        if !(self.config.temperature > 0.0 && self.config.temperature.is_finite()) {
+            return Err(format!(
+                "temperature {} must be > 0",
+                self.config.temperature
+            ));
+        }
+        if !self.config.gain.is_finite() || self.config.gain < 0.0 {
+            return Err(format!("gain {} must be finite and ≥ 0", self.config.gain));
+        }
+        if self
+            .weight
+            .iter()
+            .chain(&self.bias)
+            .chain(&self.feature_mean)
+            .chain(&self.feature_std)
+            .any(|v| !v.is_finite())
+        {
+            return Err("router tensors contain NaN or infinity".into());
+        }
+        Ok(())
+    }
+
+    /// Standardized (and, for prototype routers, L2-normalized) features.
+    pub fn standardize(&self, features: &[f32]) -> Result<Vec<f32>> {
+        if features.len() != self.config.dim {
+            return Err(RouteError::Invalid(format!(
+                "router `{}` expects {} features, got {}",
+                self.config.name,
+                self.config.dim,
+                features.len()
+            )));
+        }
+        let mut z: Vec<f32> = features
+            .iter()
+            .zip(&self.feature_mean)
+            .zip(&self.feature_std)
+            .map(|((x, m), s)| (x - m) / s.max(1e-6))
+            .collect();
+        if self.config.normalize_input {
+            let norm = z.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            z.iter_mut().for_each(|v| *v /= norm);
+        }
+        Ok(z)
+    }
+
+    /// Head outputs before the softmax.
+    pub fn logits(&self, features: &[f32]) -> Result<Vec<f32>> {
+        let z = self.standardize(features)?;
+        let d = self.config.dim;
+        Ok((0..self.outputs())
+            .map(|k| {
+                let row = &self.weight[k * d..(k + 1) * d];
+                row.iter().zip(&z).map(|(w, x)| w * x).sum::<f32>() + self.bias[k]
+            })
+            .collect())
+    }
+
+    /// Softmax over the outputs at `temperature` (default: the router's).
+    pub fn probabilities(&self, features: &[f32], temperature: Option<f32>) -> Result<Vec<f32>> {
+        let t = temperature.unwrap_or(self.config.temperature);
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(RouteError::Invalid(format!("temperature {t} must be > 0")));
+        }
+        Ok(softmax(&self.logits(features)?, t))
+    }
+
+    /// Weight per skill id (the "no skill" mass dropped, times the gain).
+    pub fn skill_weights(
+        &self,
+        features: &[f32],
+        temperature: Option<f32>,
+    ) -> Result<Vec<(String, f32)>> {
+        let p = self.probabilities(features, temperature)?;
+        Ok(self
+            .config
+            .skills
+            .iter()
+            .zip(&p)
+            .map(|(s, w)| (s.clone(), w * self.config.gain))
+            .collect())
+    }
+
+    /// The weights in the order of `pack_skills` (skills the router does not know get 0).
+    pub fn weights_for(
+        &self,
+        features: &[f32],
+        temperature: Option<f32>,
+        pack_skills: &[String],
+    ) -> Result<Vec<f32>> {
+        let by_id: HashMap<String, f32> = self
+            .skill_weights(features, temperature)?
+            .into_iter()
+            .collect();
+        Ok(pack_skills
+            .iter()
+            .map(|s| by_id.get(s).copied().unwrap_or(0.0))
+            .collect())
+    }
+
+    /// Writes `dir/NAME.json` and `dir/NAME.safetensors` (each atomically). Returns the
+    /// weights file's name.
+    pub fn save(&self, dir: &Path) -> Result<String> {
+        self.validate().map_err(RouteError::Invalid)?;
+        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e.to_string()))?;
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let (k, d) = (self.outputs(), self.config.dim);
+        let arrays = [
+            ("feature_mean", bytes(&self.feature_mean), vec![d]),
+            ("feature_std", bytes(&self.feature_std), vec![d]),
+            ("weight", bytes(&self.weight), vec![k, d]),
+            ("bias", bytes(&self.bias), vec![k]),
+        ];
+        let views: Vec<(&str, TensorView<'_>)> = arrays
+            .iter()
+            .map(|(n, b, s)| {
+                (
+                    *n,
+                    TensorView::new(Dtype::F32, s.clone(), b).expect("sizes match the shapes"),
+                )
+            })
+            .collect();
+        let st =
+            safetensors::serialize(views, None).map_err(|e| RouteError::Invalid(e.to_string()))?;
+        let name = &self.config.name;
+        let weights_file = format!("{name}.safetensors");
+        skillpack_convert::write_atomic(&dir.join(&weights_file), &st)?;
+        let mut json = serde_json::to_vec_pretty(&self.config).expect("config serializes");
+        json.push(b'\n');
+        skillpack_convert::write_atomic(&dir.join(format!("{name}.json")), &json)?;
+        Ok(weights_file)
+    }
+
+    /// Loads a router from its weights file (`NAME.safetensors`, with `NAME.json` beside it),
+    /// validating every tensor.
+    pub fn load(weights_path: &Path) -> Result<Self> {
+        let json_path: PathBuf = weights_path.with_extension("json");
+        let text = std::fs::read_to_string(&json_path)
+            .map_err(|e| file_error(&json_path, e.to_string()))?;
+        let config: RouterConfig = serde_json::from_str(&text)
+            .map_err(|e| file_error(&json_path, format!("not a router config: {e}")))?;
+        let bytes =
+            std::fs::read(weights_path).map_err(|e| file_error(weights_path, e.to_string()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| file_error(weights_path, format!("not a safetensors file: {e}")))?;
+        let read = |name: &str| -> Result<Vec<f32>> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| file_error(weights_path, format!("missing tensor `{name}`")))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(file_error(
+                    weights_path,
+                    format!("tensor `{name}` is {:?}, expected F32", t.dtype()),
+                ));
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect())
+        };
+        let router = Router {
+            feature_mean: read("feature_mean")?,
+            feature_std: read("feature_std")?,
+            weight: read("weight")?,
+            bias: read("bias")?,
+            config,
+        };
+        router.validate().map_err(|m| file_error(weights_path, m))?;
+        Ok(router)
+    }
+
+    /// Checks the router against a base model (width, tensor fingerprint) and a pack's skills.
+    pub fn check(
+        &self,
+        n_embd: usize,
+        fingerprint: &str,
+        pack_skills: &[String],
+    ) -> std::result::Result<(), String> {
+        if self.config.dim != n_embd {
+            return Err(format!(
+                "router `{}` takes {} features but the base model's width is {n_embd}",
+                self.config.name, self.config.dim
+            ));
+        }
+        if !self.config.base_fingerprint.is_empty() && self.config.base_fingerprint != fingerprint {
+            return Err(format!(
+                "router `{}` was trained on another base model (fingerprint {} ≠ {fingerprint})",
+                self.config.name, self.config.base_fingerprint
+            ));
+        }
+        if let Some(s) = self.config.skills.iter().find(|s| !pack_skills.contains(s)) {
+            return Err(format!(
+                "router `{}` routes to skill `{s}`, which the pack does not have",
+                self.config.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Softmax of `logits / temperature`.
+pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
+    let max = logits
+        .iter()
+        .map(|l| l / temperature)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits
+        .iter()
+        .map(|l| (l / temperature - max).exp())
+        .collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router {
+            config: RouterConfig {
+                name: "r".into(),
+                kind: "linear".into(),
+                method: "supervised".into(),
+                task: String::new(),
+                features: FeatureKind::MeanEmbedding,
+                dim: 2,
+                skills: vec!["a".into(), "b".into()],
+                none_entry: true,
+                gain: 2.0,
+                temperature: 1.0,
+                normalize_input: false,
+                base_fingerprint: "fp".into(),
+                training: serde_json::Value::Null,
+            },
+            feature_mean: vec![1.0, 0.0],
+            feature_std: vec![1.0, 2.0],
+            weight: vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+            bias: vec![0.0, 0.0, 0.0],
+        }
+    }
+
+    #[test]
+    fn weights_by_hand_and_round_trip() {
+        let r = router();
+        // z = ((3-1)/1, (0-0)/2) = (2, 0): logits (2, 0, 0).
+        let p = r.probabilities(&[3.0, 0.0], None).unwrap();
+        let e2 = 2f32.exp();
+        assert!((p[0] - e2 / (e2 + 2.0)).abs() < 1e-6);
+        let w = r
+            .weights_for(&[3.0, 0.0], None, &["b".into(), "c".into(), "a".into()])
+            .unwrap();
+        assert!((w[0] - 2.0 / (e2 + 2.0)).abs() < 1e-6 && w[1] == 0.0);
+        assert!((w[2] - 2.0 * e2 / (e2 + 2.0)).abs() < 1e-6);
+        let dir = tempfile::tempdir().unwrap();
+        let file = r.save(dir.path()).unwrap();
+        let back = Router::load(&dir.path().join(file)).unwrap();
+        assert_eq!(back.weight, r.weight);
+        assert_eq!(back.config, r.config);
+        assert!(r.check(2, "fp", &["a".into(), "b".into()]).is_ok());
+        assert!(r
+            .check(3, "fp", &["a".into(), "b".into()])
+            .unwrap_err()
+            .contains("width is 3"));
+        assert!(r
+            .check(2, "x", &["a".into(), "b".into()])
+            .unwrap_err()
+            .contains("another base"));
+        assert!(r
+            .check(2, "fp", &["a".into()])
+            .unwrap_err()
+            .contains("skill `b`"));
+        assert!(r
+            .logits(&[1.0])
+            .unwrap_err()
+            .to_string()
+            .contains("expects 2 features"));
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_with_the_tensor_named() {
+        let r = router();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(r.save(dir.path()).unwrap());
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file.with_extension("json")).unwrap())
+                .unwrap();
+        json["dim"] = 3.into();
+        std::fs::write(file.with_extension("json"), json.to_string()).unwrap();
+        let e = Router::load(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("feature_mean") && e.contains("expected 3"),
+            "{e}"
+        );
+        std::fs::write(&file, b"junk").unwrap();
+        assert!(Router::load(&file)
+            .unwrap_err()
+            .to_string()
+            .contains("not a safetensors"));
+    }
+}

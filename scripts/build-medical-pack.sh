@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds the SA-MDKIF medical pack for the default model, end to end and resumably:
+#   data build -> 12 skills (AdaLoRA) -> pack -> routers -> eval --all -> report.
+# Every stage skips work whose output already exists, so after an interruption the same
+# command continues where it stopped (skill training resumes from its last checkpoint).
+#
+#   scripts/build-medical-pack.sh                 # everything
+#   STAGES="data skills" scripts/build-medical-pack.sh
+#
+# Environment: RAW (raw data, default ../shared/data/raw), WORK (intermediate outputs, default
+# runs/medical — not committed), PACK (default examples/packs/medical-smollm2), THREADS, STEPS
+# (optimizer steps per skill), SEED.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RAW=${RAW:-../shared/data/raw}
+WORK=${WORK:-runs/medical}
+PACK=${PACK:-examples/packs/medical-smollm2}
+THREADS=${THREADS:-2}
+STEPS=${STEPS:-150}
+SEED=${SEED:-13}
+STAGES=${STAGES:-"data skills pack routers eval report"}
+SKILLS="qa mcqa mc mldc mrc nli ts ner re ea es er"
+SEEN="pubmedqa medqa medmcqa bc5cdr chemprot hoc"
+UNSEEN="healthver covidqa meqsum"
+# Skills adapt q_proj and v_proj: with the pack's 12 skills routed top-3, fused q,v adapters
+# decode at 0.94-1.03x the base model's speed, all seven projections at 0.78-0.81x
+# (`skillpack bench`, README); rank 12 -> 8 (AdaLoRA's budget) keeps each skill ~0.3 MB.
+TARGETS=${TARGETS:-q_proj,v_proj}
+
+scripts/setup.sh >&2
+BIN=target/release/skillpack
+mkdir -p "$WORK"
+TIMES="$WORK/stage-times.tsv"
+stage() { [[ " $STAGES " == *" $1 "* ]]; }
+timed() { # NAME COMMAND...
+  local name=$1 start=$SECONDS
+  shift
+  "$@"
+  printf '%s\t%d\n' "$name" $((SECONDS - start)) >>"$TIMES"
+}
+
+if stage data; then
+  echo "== data" >&2
+  timed data "$BIN" data build --raw "$RAW" --out "$WORK/data" --seed "$SEED" >&2
+fi
+
+if stage skills; then
+  for s in $SKILLS; do
+    out="$WORK/skills/$s"
+    if [[ -f "$out/adapter.gguf" ]]; then continue; fi
+    echo "== skill $s" >&2
+    timed "skill-$s" "$BIN" train --data "$WORK/data/$s/train.jsonl" --out "$out" --resume \
+      --method adalora --targets "$TARGETS" --r 12 --target-r 8 --alpha 32 \
+      --steps "$STEPS" --batch 4 --max-len 384 --lr 2e-3 --seed "$SEED" --checkpoint-every 25 >&2
+  done
+fi
+
+if stage pack; then
+  echo "== pack" >&2
+  if [[ ! -f "$PACK/pack.toml" ]]; then
+    "$BIN" pack new "$PACK" --name medical-smollm2 \
+      --description "SA-MDKIF medical skills for SmolLM2-135M-Instruct (Q4_1)" >&2
+  fi
+  for s in $SKILLS; do
+    title=$(python3 -c "import json;print(json.load(open('$WORK/data/$s/card.json'))['title'])")
+    desc=$(python3 -c "import json;print(json.load(open('$WORK/data/$s/card.json'))['description'])")
+    "$BIN" pack add "$PACK" "$WORK/skills/$s/adapter.gguf" --id "$s" --title "$title" --description "$desc" >&2
+  done
+  "$BIN" pack check "$PACK" >&2
+fi
+
+has_router() { "$BIN" router list --pack "$PACK" --json | python3 -c "import json,sys;sys.exit(0 if any(r['name']=='$1' for r in json.load(sys.stdin)['routers']) else 1)"; }
+
+if stage routers; then
+  echo "== routers" >&2
+  has_router general || timed router-general "$BIN" router train --pack "$PACK" --method supervised \
+    --data "$WORK/data" --name general --default --threads "$THREADS" --seed "$SEED" >&2
+  has_router general-embedding || timed router-general-embedding "$BIN" router train --pack "$PACK" \
+    --method supervised --features mean-embedding --data "$WORK/data" --name general-embedding \
+    --threads "$THREADS" --seed "$SEED" >&2
+  has_router prototype || timed router-prototype "$BIN" router train --pack "$PACK" --method prototype \
+    --data "$WORK/data" --name prototype --threads "$THREADS" >&2
+  for t in $SEEN $UNSEEN; do
+    has_router "task-$t" || timed "router-task-$t" "$BIN" router train --pack "$PACK" --method end-to-end \
+      --task "$t" --raw "$RAW" --name "task-$t" --threads "$THREADS" --seed "$SEED" >&2
+  done
+fi
+
+if stage eval; then
+  echo "== eval" >&2
+  configs="base,uniform,router:general,router:general-embedding,router:prototype"
+  for s in $SKILLS; do configs="$configs,skill:$s"; done
+  for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
+  timed eval "$BIN" eval --all --pack "$PACK" --raw "$RAW" --configs "$configs" \
+    --threads "$THREADS" --out "$WORK/eval" --resume >&2
+fi
+
+if stage report; then
+  echo "== report" >&2
+  python3 scripts/medical-report.py --work "$WORK" --pack "$PACK" --raw "$RAW" --seed "$SEED" \
+    --steps "$STEPS" --targets "$TARGETS"
+fi

@@ -1,0 +1,550 @@
+//! `skillpack router`: train a pack's skill routers (supervised by skill labels, end to end on
+//! a task, or prototypes), list them, and show a prompt's routing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use indicatif::{ProgressBar, ProgressStyle};
+use skillpack_data::tasks::{self, Split, Target};
+use skillpack_data::Record;
+use skillpack_llama::{Backend, Model, ModelParams};
+use skillpack_pack::{Pack, RouterSpec};
+use skillpack_route::fit::{self, LinearFit};
+use skillpack_route::{FeatureExtractor, FeatureKind, Router, RouterConfig};
+
+/// Train and inspect a pack's skill routers.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  skillpack router train --pack P --method supervised --data data/skills --name general --default
+  skillpack router train --pack P --method end-to-end --task pubmedqa --name pubmedqa
+  skillpack router train --pack P --method prototype --data data/skills --name prototype
+  skillpack router show --pack P \"List the chemicals in: ...\"
+  skillpack router list --pack P --json")]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: RouterCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum RouterCommand {
+    /// Train a router and register it in the pack.
+    Train(TrainArgs),
+    /// The pack's routers.
+    List {
+        #[arg(long)]
+        pack: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A prompt's skill weights under a router.
+    Show {
+        #[arg(long)]
+        pack: PathBuf,
+        /// Router name (default: the pack's default router).
+        #[arg(long)]
+        router: Option<String>,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        prompt: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub pack: PathBuf,
+    /// supervised (skill labels over skill data), end-to-end (LM loss on a task's train split
+    /// through the mixture), prototype (similarity to per-skill mean features).
+    #[arg(long)]
+    pub method: String,
+    /// The task (end-to-end: its train split is the training data; others: recorded only).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Skill data folder from `skillpack data build` (supervised, prototype).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The raw data folder (end-to-end).
+    #[arg(long, default_value = "../shared/data/raw")]
+    pub raw: PathBuf,
+    /// mean-hidden (one extra forward pass) or mean-embedding (no forward pass).
+    #[arg(long, default_value = "mean-hidden")]
+    pub features: FeatureKind,
+    /// Router name (default: METHOD[-TASK][-embedding]).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Make it the pack's default router.
+    #[arg(long)]
+    pub default: bool,
+    /// Records per skill (supervised, prototype).
+    #[arg(long, default_value_t = 120)]
+    pub per_skill: usize,
+    /// Add a "no skill" output (supervised: trained on general prompts? no — kept for
+    /// end-to-end, where the loss decides).
+    #[arg(long)]
+    pub none_entry: bool,
+    /// Optimizer steps (end-to-end).
+    #[arg(long, default_value_t = 60)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 384)]
+    pub max_len: usize,
+    /// Gain for supervised/prototype routers (end-to-end learns it, starting here).
+    #[arg(long, default_value_t = 1.0)]
+    pub gain: f32,
+    /// Softmax temperature stored with the router (prototype: of the cosine similarities).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+    /// Train examples for end-to-end (0 = the whole train split).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long)]
+    pub threads: Option<i32>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        RouterCommand::Train(t) => train(t),
+        RouterCommand::List { pack, json } => {
+            let pack = Pack::open(&pack)?;
+            if json {
+                return super::print_json(&serde_json::json!({
+                    "default": pack.manifest.defaults.router,
+                    "routers": pack.manifest.routers,
+                }));
+            }
+            for r in &pack.manifest.routers {
+                println!(
+                    "{}{:<24} {:<10} {:<15} task {}",
+                    if r.name == pack.manifest.defaults.router {
+                        "* "
+                    } else {
+                        "  "
+                    },
+                    r.name,
+                    r.kind,
+                    r.features,
+                    if r.task.is_empty() { "-" } else { &r.task }
+                );
+            }
+            Ok(())
+        }
+        RouterCommand::Show {
+            pack,
+            router,
+            model,
+            json,
+            prompt,
+        } => {
+            let model_path = match model {
+                Some(p) => p,
+                None => super::default_model()?,
+            };
+            let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
+            let pack = Pack::open(&pack)?;
+            let router = load_router(&pack, router.as_deref(), &model, &model_path)?
+                .ok_or_else(|| anyhow::anyhow!("the pack has no router"))?;
+            let mut extractor =
+                FeatureExtractor::new(&model, &model_path, router.config.features, None)?;
+            let tokens = skillpack_eval::harness::prompt_tokens(&model, "", &prompt)?;
+            let weights = router.skill_weights(&extractor.features(&tokens)?, None)?;
+            if json {
+                return super::print_json(&serde_json::json!({
+                    "router": router.config.name, "weights": weights,
+                }));
+            }
+            for (s, w) in weights {
+                println!("{s:<6} {w:.3}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Loads router `name` (or the pack's default) and checks it against the model and pack.
+pub fn load_router(
+    pack: &Pack,
+    name: Option<&str>,
+    model: &Model,
+    model_path: &Path,
+) -> anyhow::Result<Option<Router>> {
+    let name = match name {
+        Some(n) => n.to_string(),
+        None if pack.manifest.defaults.router.is_empty() => return Ok(None),
+        None => pack.manifest.defaults.router.clone(),
+    };
+    let spec = pack.router(&name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the pack has no router `{name}` (routers: {})",
+            pack.manifest
+                .routers
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let router = Router::load(&pack.dir.join(&spec.file))?;
+    let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
+    let fingerprint = skillpack_convert::GgufInfo::open(model_path)?.fingerprint();
+    router
+        .check(model.n_embd(), &fingerprint, &skills)
+        .map_err(|m| anyhow::anyhow!("{}: {m}", spec.file))?;
+    Ok(Some(router))
+}
+
+/// Up to `per_skill` records of each skill's train split, spread over the file by hash.
+fn skill_samples(
+    data: &Path,
+    skills: &[String],
+    per_skill: usize,
+) -> anyhow::Result<Vec<(usize, Record)>> {
+    let mut out = Vec::new();
+    for (k, skill) in skills.iter().enumerate() {
+        let path = data.join(skill).join("train.jsonl");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (build it with `skillpack data build`)",
+                path.display()
+            )
+        })?;
+        let mut records: Vec<Record> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        records.sort_by_key(|r| skillpack_data::stable_hash(&format!("router:{}", r.id)));
+        records.truncate(per_skill);
+        out.extend(records.into_iter().map(|r| (k, r)));
+    }
+    Ok(out)
+}
+
+/// Features of each `(context, query)` with a progress bar.
+fn features_of(
+    extractor: &mut FeatureExtractor<'_>,
+    model: &Model,
+    prompts: &[(String, String)],
+    label: &str,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let bar = ProgressBar::new(prompts.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    let mut features = Vec::with_capacity(prompts.len());
+    for (context, query) in prompts {
+        let t = skillpack_eval::harness::prompt_tokens(model, context, query)?;
+        features.push(extractor.features(&t)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(features)
+}
+
+/// The answer a task item trains on (end-to-end routers), and its query: HoC items become one
+/// yes/no question per gold hallmark plus one without, as the evaluation asks them.
+fn task_examples(item: &tasks::TaskItem) -> Vec<(String, String)> {
+    match &item.target {
+        Target::Choice { options, gold } => vec![(item.query.clone(), options[*gold].clone())],
+        Target::MultiLabel { queries, gold, .. } => {
+            let mut out: Vec<(String, String)> = gold
+                .iter()
+                .map(|&g| (queries[g].clone(), "yes".to_string()))
+                .collect();
+            let h = skillpack_data::stable_hash(&item.id) as usize;
+            if let Some(n) = (0..queries.len())
+                .map(|i| (i + h) % queries.len())
+                .find(|i| !gold.contains(i))
+            {
+                out.push((queries[n].clone(), "no".into()));
+            }
+            out
+        }
+        Target::Entities { text, types, gold } => {
+            let mut lists: Vec<Vec<&str>> = vec![Vec::new(); types.len()];
+            for (s, e, k) in gold {
+                let i = types.iter().position(|t| t == k).unwrap_or(0);
+                if !lists[i]
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(&text[*s..*e]))
+                {
+                    lists[i].push(&text[*s..*e]);
+                }
+            }
+            vec![(
+                item.query.clone(),
+                tasks::ner_answer(&lists[0], lists.get(1).map_or(&[][..], |v| v)),
+            )]
+        }
+        Target::Text { references, .. } => vec![(item.query.clone(), references[0].clone())],
+    }
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let model_path = match &args.model {
+        Some(p) => p.clone(),
+        None => super::default_model()?,
+    };
+    let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
+    let mut pack = Pack::open(&args.pack)?;
+    let base = skillpack_convert::GgufInfo::open(&model_path)?;
+    pack.check(&base)?;
+    let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
+    if skills.is_empty() {
+        bail!("{}: the pack has no skills", args.pack.display());
+    }
+    let task = match &args.task {
+        Some(t) => tasks::task_info(t)?.name.to_string(),
+        None => String::new(),
+    };
+    let name = args.name.clone().unwrap_or_else(|| {
+        let mut n = args.method.clone();
+        if !task.is_empty() {
+            n = format!("{n}-{task}");
+        }
+        if args.features == FeatureKind::MeanEmbedding {
+            n.push_str("-embedding");
+        }
+        n
+    });
+    let mut extractor = FeatureExtractor::new(&model, &model_path, args.features, args.threads)?;
+    let config = |kind: &str,
+                  none_entry: bool,
+                  gain: f32,
+                  temperature: f32,
+                  normalize: bool,
+                  training: serde_json::Value| RouterConfig {
+        name: name.clone(),
+        kind: kind.into(),
+        method: args.method.clone(),
+        task: task.clone(),
+        features: args.features,
+        dim: model.n_embd(),
+        skills: skills.clone(),
+        none_entry,
+        gain,
+        temperature,
+        normalize_input: normalize,
+        base_fingerprint: base.fingerprint(),
+        training,
+    };
+    let router = match args.method.as_str() {
+        "supervised" | "prototype" => {
+            let data = args.data.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("--method {} needs --data (skill data)", args.method)
+            })?;
+            let samples = skill_samples(data, &skills, args.per_skill)?;
+            let prompts: Vec<(String, String)> = samples
+                .iter()
+                .map(|(_, r)| (r.context.clone(), r.query.clone()))
+                .collect();
+            let features = features_of(&mut extractor, &model, &prompts, "features")?;
+            let labels: Vec<usize> = samples.iter().map(|(k, _)| *k).collect();
+            let (mean, std) = fit::standardization(&features);
+            let standardize = |f: &Vec<f32>| -> Vec<f32> {
+                f.iter()
+                    .zip(&mean)
+                    .zip(&std)
+                    .map(|((x, m), s)| (x - m) / s)
+                    .collect()
+            };
+            let inputs: Vec<Vec<f32>> = features.iter().map(standardize).collect();
+            if args.method == "supervised" {
+                let targets: Vec<Vec<f32>> = labels
+                    .iter()
+                    .map(|&k| (0..skills.len()).map(|j| (j == k) as u8 as f32).collect())
+                    .collect();
+                let head = fit::fit_linear(&inputs, &targets, &LinearFit::default());
+                eprintln!(
+                    "supervised router: {} examples, loss {:.3}, training accuracy {:.1} %",
+                    inputs.len(),
+                    head.loss,
+                    head.accuracy * 100.0
+                );
+                Router {
+                    config: config(
+                        "linear",
+                        false,
+                        args.gain,
+                        args.temperature.unwrap_or(1.0),
+                        false,
+                        serde_json::json!({"examples": inputs.len(), "per_skill": args.per_skill,
+                            "loss": head.loss, "train_accuracy": head.accuracy, "seed": args.seed}),
+                    ),
+                    feature_mean: mean,
+                    feature_std: std,
+                    weight: head.weight,
+                    bias: head.bias,
+                }
+            } else {
+                let temperature = args.temperature.unwrap_or(0.1);
+                // Temperature 1 inside the rows; the stored one sharpens at inference.
+                let weight = fit::prototypes(&inputs, &labels, skills.len(), 1.0);
+                Router {
+                    config: config(
+                        "prototype",
+                        false,
+                        args.gain,
+                        temperature,
+                        true,
+                        serde_json::json!({"examples": inputs.len(), "per_skill": args.per_skill}),
+                    ),
+                    feature_mean: mean,
+                    feature_std: std,
+                    weight,
+                    bias: vec![0.0; skills.len()],
+                }
+            }
+        }
+        "end-to-end" => {
+            if task.is_empty() {
+                bail!("--method end-to-end needs --task");
+            }
+            let items = tasks::select(tasks::load(&task, &args.raw)?, Split::Train);
+            let mut records = Vec::new();
+            for item in &items {
+                for (query, output) in task_examples(item) {
+                    records.push(skillpack_train::Record {
+                        id: item.id.clone(),
+                        skill: String::new(),
+                        context: item.context.clone(),
+                        query,
+                        output,
+                    });
+                }
+            }
+            records
+                .sort_by_key(|r| skillpack_data::stable_hash(&format!("e2e:{}:{}", r.id, r.query)));
+            if args.limit > 0 {
+                records.truncate(args.limit);
+            }
+            let prompts: Vec<(String, String)> = records
+                .iter()
+                .map(|r| (r.context.clone(), r.query.clone()))
+                .collect();
+            let features = features_of(&mut extractor, &model, &prompts, "features")?;
+            let (mean, std) = fit::standardization(&features);
+            let inputs: Vec<Vec<f32>> = features
+                .iter()
+                .map(|f| {
+                    f.iter()
+                        .zip(&mean)
+                        .zip(&std)
+                        .map(|((x, m), s)| (x - m) / s)
+                        .collect()
+                })
+                .collect();
+            let examples = records
+                .iter()
+                .map(|r| skillpack_train::tokenize(&model, r, args.max_len))
+                .collect::<Result<Vec<_>, _>>()?;
+            let weights = skillpack_train::ModelWeights::load(
+                &model_path,
+                &candle_core::Device::Cpu,
+                candle_core::DType::F32,
+            )?;
+            let mut llama = skillpack_train::Llama::new(weights);
+            let adapter_paths: Vec<PathBuf> = pack
+                .manifest
+                .skills
+                .iter()
+                .map(|s| pack.adapter_path(s))
+                .collect();
+            let refs: Vec<&Path> = adapter_paths.iter().map(PathBuf::as_path).collect();
+            let mixture = skillpack_train::Mixture::from_gguf(&llama, &refs)?;
+            let bar = ProgressBar::new(args.steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} loss {msg} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("router {task}"));
+            let head = skillpack_train::train_router(
+                &mut llama,
+                mixture,
+                &examples,
+                &inputs,
+                &skillpack_train::RouterTrainConfig {
+                    steps: args.steps,
+                    batch: args.batch,
+                    learning_rate: args.lr,
+                    max_len: args.max_len,
+                    seed: args.seed,
+                    none_entry: args.none_entry,
+                    initial_gain: args.gain,
+                },
+                |step, loss| {
+                    bar.set_position(step as u64);
+                    bar.set_message(format!("{loss:.3}"));
+                },
+            )?;
+            bar.finish_and_clear();
+            let n = head.losses.len();
+            let first: f32 = head.losses.iter().take(10).sum::<f32>() / n.clamp(1, 10) as f32;
+            let last: f32 = head.losses.iter().rev().take(10).sum::<f32>() / n.clamp(1, 10) as f32;
+            eprintln!(
+                "end-to-end router on {task}: {} examples, {} steps, loss {first:.3} -> {last:.3} (means of 10), gain {:.2}",
+                examples.len(),
+                args.steps,
+                head.gain
+            );
+            Router {
+                config: config(
+                    "linear",
+                    args.none_entry,
+                    head.gain,
+                    args.temperature.unwrap_or(1.0),
+                    false,
+                    serde_json::json!({"examples": examples.len(), "steps": args.steps, "batch": args.batch,
+                        "lr": args.lr, "seed": args.seed, "loss_first10": first, "loss_last10": last,
+                        "losses": head.losses}),
+                ),
+                feature_mean: mean,
+                feature_std: std,
+                weight: head.weight,
+                bias: head.bias,
+            }
+        }
+        other => bail!("unknown --method `{other}` (supervised, end-to-end, prototype)"),
+    };
+    let file = router.save(&pack.dir.join("routers"))?;
+    let spec = RouterSpec {
+        name: name.clone(),
+        file: format!("routers/{file}"),
+        kind: router.config.kind.clone(),
+        task: task.clone(),
+        features: args.features.as_str().into(),
+    };
+    pack.set_router(spec, args.default)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        super::print_json(&serde_json::json!({
+            "router": name, "file": format!("routers/{file}"), "seconds": seconds,
+            "training": router.config.training,
+        }))?;
+    } else {
+        println!(
+            "router `{name}` saved to {} in {seconds:.0} s",
+            pack.dir.join("routers").join(file).display()
+        );
+    }
+    Ok(())
+}

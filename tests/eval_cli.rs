@@ -1,0 +1,132 @@
+//! `skillpack eval` end to end on the default model: all nine tasks (a few items each) with
+//! predictions, summaries, table and chart; a task run on a user file in the raw format; and
+//! clear errors for bad input.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn all_tasks_write_predictions_summaries_table_and_chart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("eval");
+    let raw = raw_data();
+    let (ok, stdout, err) = skillpack(&[
+        &"eval",
+        &"--all",
+        &"--no-skills",
+        &"--limit",
+        &"2",
+        &"--threads",
+        &"2",
+        &"--raw",
+        &raw,
+        &"--out",
+        &out,
+        &"--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let summaries = v["summaries"].as_array().unwrap();
+    assert_eq!(summaries.len(), 9);
+    for s in summaries {
+        let task = s["task"].as_str().unwrap();
+        assert_eq!(s["items"], 2, "{task}");
+        assert_eq!(s["config"], "base");
+        let metrics = s["metrics"].as_array().unwrap();
+        assert!(!metrics.is_empty());
+        for m in metrics {
+            let value = m[1].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&value), "{task}: {m}");
+        }
+        assert!(s["tokens_evaluated"].as_u64().unwrap() > 20, "{task}");
+        let predictions =
+            std::fs::read_to_string(out.join(format!("base/{task}.predictions.jsonl"))).unwrap();
+        assert_eq!(predictions.lines().count(), 2, "{task}");
+        let first: serde_json::Value =
+            serde_json::from_str(predictions.lines().next().unwrap()).unwrap();
+        assert!(first["id"].as_str().unwrap().starts_with(task));
+    }
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(table.contains("| PubMedQA | accuracy |"), "{table}");
+    assert!(table.contains("mean of unseen tasks"), "{table}");
+    let svg = std::fs::read_to_string(out.join("chart.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("COVID-QA"));
+}
+
+#[test]
+fn a_file_in_the_raw_format_and_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("meqsum-test.csv");
+    std::fs::write(
+        &file,
+        "File,CHQ,Summary\na.txt,\"Hello,\nwhat are the side effects of metformin? thanks\",What are the side effects of metformin?\nb.txt,how do i treat a sprained ankle at home,How to treat a sprained ankle?\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("eval");
+    let (ok, stdout, err) = skillpack(&[
+        &"eval",
+        &"--task",
+        &"meqsum",
+        &"--file",
+        &file,
+        &"--no-skills",
+        &"--limit",
+        &"0",
+        &"--threads",
+        &"2",
+        &"--out",
+        &out,
+        &"--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["summaries"][0]["items"], 2);
+    assert!(v["summaries"][0]["split"]
+        .as_str()
+        .unwrap()
+        .starts_with("file:"));
+
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "File,Question\na,b\n").unwrap();
+    let (ok, _, err) = skillpack(&[
+        &"eval",
+        &"--task",
+        &"meqsum",
+        &"--file",
+        &bad,
+        &"--no-skills",
+    ]);
+    assert!(
+        !ok && err.contains("bad.csv") && err.contains("missing column `CHQ`"),
+        "{err}"
+    );
+
+    let (ok, _, err) = skillpack(&[&"eval", &"--task", &"mednli", &"--no-skills"]);
+    assert!(
+        !ok && err.contains("unknown task `mednli`") && err.contains("pubmedqa"),
+        "{err}"
+    );
+
+    let (ok, _, err) = skillpack(&[&"eval", &"--task", &"hoc", &"--configs", &"uniform"]);
+    assert!(!ok && err.contains("`uniform` needs --pack"), "{err}");
+
+    let json = tmp.path().join("pubmedqa.json");
+    std::fs::write(
+        &json,
+        "{\"1\": {\"QUESTION\": \"q\", \"CONTEXTS\": [], \"final_decision\": \"perhaps\"}}",
+    )
+    .unwrap();
+    let (ok, _, err) = skillpack(&[
+        &"eval",
+        &"--task",
+        &"pubmedqa",
+        &"--file",
+        &json,
+        &"--no-skills",
+    ]);
+    assert!(
+        !ok && err.contains("pubmedqa.json") && err.contains("final_decision `perhaps`"),
+        "{err}"
+    );
+}
