@@ -36,6 +36,27 @@ pub enum RouterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Time to first token with routing ÷ without (base model), per router, on a task's dev
+    /// prompts: routing includes the features, the weights and applying them.
+    Bench {
+        #[arg(long)]
+        pack: PathBuf,
+        /// Routers to measure (default: all of the pack's).
+        #[arg(long, value_delimiter = ',')]
+        routers: Vec<String>,
+        #[arg(long, default_value = "pubmedqa")]
+        task: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, default_value = "../shared/data/raw")]
+        raw: PathBuf,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        threads: Option<i32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// A prompt's skill weights under a router.
     Show {
         #[arg(long)]
@@ -139,6 +160,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        RouterCommand::Bench {
+            pack,
+            routers,
+            task,
+            limit,
+            raw,
+            model,
+            threads,
+            json,
+        } => bench(pack, routers, task, limit, raw, model, threads, json),
         RouterCommand::Show {
             pack,
             router,
@@ -370,12 +401,44 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                     .iter()
                     .map(|&k| (0..skills.len()).map(|j| (j == k) as u8 as f32).collect())
                     .collect();
+                // Held-out accuracy first (every fifth example), then the head on everything.
+                let (fit_in, fit_t): (Vec<_>, Vec<_>) = inputs
+                    .iter()
+                    .zip(&targets)
+                    .enumerate()
+                    .filter(|(i, _)| i % 5 != 0)
+                    .map(|(_, (z, t))| (z.clone(), t.clone()))
+                    .unzip();
+                let probe = fit::fit_linear(&fit_in, &fit_t, &LinearFit::default());
+                let held: Vec<usize> = (0..inputs.len()).filter(|i| i % 5 == 0).collect();
+                let held_correct = held
+                    .iter()
+                    .filter(|&&i| {
+                        let d = inputs[i].len();
+                        let scores: Vec<f32> = (0..skills.len())
+                            .map(|k| {
+                                probe.weight[k * d..(k + 1) * d]
+                                    .iter()
+                                    .zip(&inputs[i])
+                                    .map(|(w, x)| w * x)
+                                    .sum::<f32>()
+                                    + probe.bias[k]
+                            })
+                            .collect();
+                        let best = (0..scores.len())
+                            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+                            .unwrap_or(0);
+                        best == labels[i]
+                    })
+                    .count();
+                let held_accuracy = held_correct as f32 / held.len().max(1) as f32;
                 let head = fit::fit_linear(&inputs, &targets, &LinearFit::default());
                 eprintln!(
-                    "supervised router: {} examples, loss {:.3}, training accuracy {:.1} %",
+                    "supervised router: {} examples, loss {:.3}, training accuracy {:.1} %, held-out accuracy {:.1} % (1 in 5 held out)",
                     inputs.len(),
                     head.loss,
-                    head.accuracy * 100.0
+                    head.accuracy * 100.0,
+                    held_accuracy * 100.0
                 );
                 Router {
                     config: config(
@@ -385,7 +448,8 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                         args.temperature.unwrap_or(1.0),
                         false,
                         serde_json::json!({"examples": inputs.len(), "per_skill": args.per_skill,
-                            "loss": head.loss, "train_accuracy": head.accuracy, "seed": args.seed}),
+                            "loss": head.loss, "train_accuracy": head.accuracy,
+                            "held_out_accuracy": held_accuracy, "seed": args.seed}),
                     ),
                     feature_mean: mean,
                     feature_std: std,
@@ -544,6 +608,136 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         println!(
             "router `{name}` saved to {} in {seconds:.0} s",
             pack.dir.join("routers").join(file).display()
+        );
+    }
+    Ok(())
+}
+
+/// Median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    pack_dir: PathBuf,
+    routers: Vec<String>,
+    task: String,
+    limit: usize,
+    raw: PathBuf,
+    model: Option<PathBuf>,
+    threads: Option<i32>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use skillpack_llama::{Context, ContextParams, Sampler, SamplerParams};
+    use std::time::Instant;
+    let model_path = match model {
+        Some(p) => p,
+        None => super::default_model()?,
+    };
+    let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
+    let pack = Pack::open(&pack_dir)?;
+    pack.check(&skillpack_convert::GgufInfo::open(&model_path)?)?;
+    let names: Vec<String> = if routers.is_empty() {
+        pack.manifest
+            .routers
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    } else {
+        routers
+    };
+    if names.is_empty() {
+        bail!("the pack has no routers to measure");
+    }
+    let items: Vec<_> = tasks::select(tasks::load(&task, &raw)?, Split::Dev)
+        .into_iter()
+        .take(limit)
+        .collect();
+    let prompts = items
+        .iter()
+        .map(|i| skillpack_eval::harness::prompt_tokens(&model, &i.context, &i.query))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ctx = Context::new(
+        &model,
+        &ContextParams {
+            n_threads: threads,
+            ..Default::default()
+        },
+    )?;
+    let mut sampler = Sampler::new(&model, &SamplerParams::default());
+    // Prompt evaluation and the first sampled token, from an empty cache.
+    let mut first_token = |ctx: &mut Context<'_>, prompt: &[i32]| -> anyhow::Result<()> {
+        ctx.clear_memory();
+        ctx.eval(prompt, 0, false)?;
+        sampler.sample(ctx, -1)?;
+        Ok(())
+    };
+    let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
+    let mut engine = skillpack_run::SkillEngine::new(&model, pack.clone())?;
+    // Warm-up, then the base model's TTFT per prompt.
+    first_token(&mut ctx, &prompts[0])?;
+    let mut base = Vec::new();
+    for p in &prompts {
+        ctx.clear_adapters()?;
+        let t = Instant::now();
+        first_token(&mut ctx, p)?;
+        base.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let base_ms = median(&mut base);
+    let mut rows = Vec::new();
+    for name in &names {
+        let router = load_router(&pack, Some(name), &model, &model_path)?.expect("named");
+        let mut extractor =
+            FeatureExtractor::new(&model, &model_path, router.config.features, threads)?;
+        let (mut total, mut feature_ms, mut apply_ms) = (Vec::new(), Vec::new(), Vec::new());
+        for p in &prompts {
+            let t = Instant::now();
+            let f = extractor.features(p)?;
+            let w = router.weights_for(&f, None, &skills)?;
+            let t_features = t.elapsed().as_secs_f64() * 1e3;
+            engine.apply(&mut ctx, &w, skillpack_run::Mode::Auto, p.len() + 64)?;
+            let t_apply = t.elapsed().as_secs_f64() * 1e3 - t_features;
+            first_token(&mut ctx, p)?;
+            total.push(t.elapsed().as_secs_f64() * 1e3);
+            feature_ms.push(t_features);
+            apply_ms.push(t_apply);
+        }
+        let ttft = median(&mut total);
+        rows.push(serde_json::json!({
+            "router": name,
+            "features": router.config.features.as_str(),
+            "ttft_ms": ttft,
+            "features_ms": median(&mut feature_ms),
+            "apply_ms": median(&mut apply_ms),
+            "ratio": ttft / base_ms,
+        }));
+    }
+    let mean_tokens = prompts.iter().map(Vec::len).sum::<usize>() as f64 / prompts.len() as f64;
+    if json {
+        return super::print_json(&serde_json::json!({
+            "task": task, "prompts": prompts.len(), "mean_prompt_tokens": mean_tokens,
+            "base_ttft_ms": base_ms, "routers": rows,
+        }));
+    }
+    println!(
+        "{} prompts of {task} (mean {mean_tokens:.0} tokens); base TTFT {base_ms:.1} ms (median)",
+        prompts.len()
+    );
+    for r in rows {
+        println!(
+            "{:<28} {:<15} TTFT {:>7.1} ms  features {:>6.1} ms  apply {:>6.1} ms  ratio {:.3}",
+            r["router"].as_str().unwrap_or(""),
+            r["features"].as_str().unwrap_or(""),
+            r["ttft_ms"].as_f64().unwrap_or(0.0),
+            r["features_ms"].as_f64().unwrap_or(0.0),
+            r["apply_ms"].as_f64().unwrap_or(0.0),
+            r["ratio"].as_f64().unwrap_or(0.0)
         );
     }
     Ok(())

@@ -36,9 +36,11 @@ pub struct LinearFit {
 impl Default for LinearFit {
     fn default() -> Self {
         LinearFit {
-            steps: 400,
+            steps: 300,
             learning_rate: 0.05,
-            l2: 1e-3,
+            // Prompts of different skills are nearly separable in 576 dimensions; without a
+            // firm penalty the head saturates at one-hot weights.
+            l2: 1e-2,
         }
     }
 }
@@ -194,7 +196,7 @@ mod tests {
         let head = fit_linear(&inputs, &targets, &LinearFit::default());
         assert_eq!(head.accuracy, 1.0);
         // Soft targets bound the loss from below by their entropy (≈ 0.33 / 0.50).
-        assert!(head.loss > 0.3 && head.loss < 0.5, "{}", head.loss);
+        assert!(head.loss > 0.3 && head.loss < 0.7, "{}", head.loss);
         let (mean, std) = standardization(&inputs);
         assert!(mean[2] - 0.2 < 1e-6 && std[2] == 1e-4);
         let rows = prototypes(&inputs, &(0..40).map(|i| i % 2).collect::<Vec<_>>(), 3, 0.5);

@@ -1,0 +1,199 @@
+//! Routers from the command line on a small pack of the fixture adapters: supervised (skill
+//! labels), prototype and end-to-end training, listing, a routed `run` and `eval`, and clear
+//! errors for a missing or mismatched router.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn write_skill_data(dir: &Path) {
+    // Tiny skill data in the `data build` layout: two clearly different prompt styles.
+    for (skill, make) in [
+        (
+            "ner",
+            (|i: usize| {
+                format!("{{\"id\":\"n{i}\",\"skill\":\"ner\",\"source\":\"t\",\"context\":\"Aspirin number {i} caused gastric ulcers and bleeding in rats given ibuprofen.\",\"query\":\"List the chemicals and diseases mentioned in the text.\",\"output\":\"Chemicals: aspirin\\nDiseases: ulcers\"}}")
+            }) as fn(usize) -> String,
+        ),
+        ("qa", |i: usize| {
+            format!("{{\"id\":\"q{i}\",\"skill\":\"qa\",\"source\":\"t\",\"context\":\"\",\"query\":\"What are the symptoms of condition {i}?\",\"output\":\"Fatigue.\"}}")
+        }),
+        ("re", |i: usize| {
+            format!("{{\"id\":\"r{i}\",\"skill\":\"re\",\"source\":\"t\",\"context\":\"<< Drug{i} >> inhibits [[ KINASE{i} ]] in cells.\",\"query\":\"What is the relation of the chemical to the gene?\",\"output\":\"INHIBITOR\"}}")
+        }),
+    ] {
+        std::fs::create_dir_all(dir.join(skill)).unwrap();
+        let lines: Vec<String> = (0..12).map(make).collect();
+        std::fs::write(dir.join(skill).join("train.jsonl"), lines.join("\n") + "\n").unwrap();
+    }
+}
+
+#[test]
+fn routers_train_route_and_evaluate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = tmp.path().join("pack");
+    let data = tmp.path().join("data");
+    write_skill_data(&data);
+    let fx = fixtures().join("smollm2");
+    let (ok, _, err) = skillpack(&[&"pack", &"new", &pack, &"--name", &"t"]);
+    assert!(ok, "{err}");
+    for (id, dir) in [
+        ("ner", "peft-adalora"),
+        ("qa", "peft-lora"),
+        ("re", "peft-lora-rslora-patterns"),
+    ] {
+        let (ok, _, err) = skillpack(&[&"pack", &"add", &pack, &fx.join(dir), &"--id", &id]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = skillpack(&[
+        &"router",
+        &"train",
+        &"--pack",
+        &pack,
+        &"--method",
+        &"supervised",
+        &"--features",
+        &"mean-embedding",
+        &"--data",
+        &data,
+        &"--name",
+        &"general",
+        &"--default",
+        &"--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["training"]["examples"], 36);
+    assert!(
+        v["training"]["held_out_accuracy"].as_f64().unwrap() >= 0.99,
+        "{v}"
+    );
+    let (ok, _, err) = skillpack(&[
+        &"router",
+        &"train",
+        &"--pack",
+        &pack,
+        &"--method",
+        &"prototype",
+        &"--data",
+        &data,
+        &"--per-skill",
+        &"4",
+        &"--threads",
+        &"2",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = skillpack(&[
+        &"router",
+        &"train",
+        &"--pack",
+        &pack,
+        &"--method",
+        &"end-to-end",
+        &"--task",
+        &"pubmedqa",
+        &"--raw",
+        &raw_data(),
+        &"--features",
+        &"mean-embedding",
+        &"--steps",
+        &"2",
+        &"--batch",
+        &"2",
+        &"--limit",
+        &"4",
+        &"--max-len",
+        &"128",
+        &"--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let losses = v["training"]["losses"].as_array().unwrap();
+    assert_eq!(losses.len(), 2);
+    assert!(losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
+
+    let (ok, out, _) = skillpack(&[&"router", &"list", &"--pack", &pack, &"--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["default"], "general");
+    let names: Vec<&str> = v["routers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["general", "prototype", "end-to-end-pubmedqa-embedding"]
+    );
+
+    // The default router routes an NER-style prompt to ner.
+    let prompt = "Aspirin number 99 caused gastric ulcers and bleeding in rats given ibuprofen.\n\nList the chemicals and diseases mentioned in the text.";
+    let (ok, out, err) = skillpack(&[&"router", &"show", &"--pack", &pack, &"--json", &prompt]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let weights = v["weights"].as_array().unwrap();
+    let top = weights
+        .iter()
+        .max_by(|a, b| a[1].as_f64().unwrap().total_cmp(&b[1].as_f64().unwrap()))
+        .unwrap();
+    assert_eq!(top[0], "ner", "{v}");
+    let (ok, _, err) = skillpack(&[
+        &"run",
+        &"--pack",
+        &pack,
+        &"--show-weights",
+        &"--temp",
+        &"0",
+        &"-n",
+        &"4",
+        &prompt,
+    ]);
+    assert!(ok && err.contains("[skills] ner="), "{err}");
+
+    // Evaluation through a named router.
+    let (ok, out, err) = skillpack(&[
+        &"eval",
+        &"--task",
+        &"medmcqa",
+        &"--pack",
+        &pack,
+        &"--configs",
+        &"router:prototype",
+        &"--limit",
+        &"2",
+        &"--threads",
+        &"2",
+        &"--out",
+        &tmp.path().join("eval"),
+        &"--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["summaries"][0]["config"], "router:prototype");
+    let predictions = std::fs::read_to_string(
+        tmp.path()
+            .join("eval/router:prototype/medmcqa.predictions.jsonl"),
+    )
+    .unwrap();
+    assert!(predictions.contains("\"weights\":[["), "{predictions}");
+
+    // Errors: an unknown router, and a router whose width does not fit the model.
+    let (ok, _, err) = skillpack(&[&"run", &"--pack", &pack, &"--router", &"nope", &"hi"]);
+    assert!(
+        !ok && err.contains("no router `nope`") && err.contains("general"),
+        "{err}"
+    );
+    let json = pack.join("routers/general.json");
+    let text = std::fs::read_to_string(&json)
+        .unwrap()
+        .replace("\"dim\": 576", "\"dim\": 64");
+    std::fs::write(&json, text).unwrap();
+    let (ok, _, err) = skillpack(&[&"run", &"--pack", &pack, &"hi"]);
+    assert!(
+        !ok && err.contains("general.safetensors") && err.contains("expected 64"),
+        "{err}"
+    );
+}
