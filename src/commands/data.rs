@@ -82,10 +82,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let token_len: Option<&dyn Fn(&str) -> usize> =
                 if model.is_some() { Some(&count) } else { None };
             let cards = write_build(&out, &built, token_len)?;
+            let (splits_md, splits) = skillpack_data::tasks::split_table(&raw)?;
+            skillpack_data::write_atomic(&out.join("tasks.md"), splits_md.as_bytes())?;
             let seconds = started.elapsed().as_secs_f64();
             if json {
                 super::print_json(&serde_json::json!({
-                    "out": out, "seconds": seconds, "cards": cards,
+                    "out": out, "seconds": seconds, "cards": cards, "tasks": splits,
                 }))?;
             } else {
                 for c in &cards {
@@ -95,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         c.skill, c.train, c.dev, removed
                     );
                 }
+                print!("\n{splits_md}");
                 println!(
                     "wrote {} skills to {} in {seconds:.1} s (cards: {})",
                     cards.len(),

@@ -326,6 +326,28 @@ pub fn load_file(task: &str, file: &Path) -> Result<Vec<TaskItem>> {
     }
 }
 
+/// `(task, seen, train items, dev items)` for every task, from the raw folder, as markdown
+/// rows and JSON (for `data build`'s `tasks.md`).
+pub fn split_table(raw_dir: &Path) -> Result<(String, serde_json::Value)> {
+    let mut md = String::from(
+        "# Task splits\n\nFixed hash splits of the shared files (seed 13); the real test sets are held elsewhere.\n\n| task | seen | train (router) | dev (evaluation) |\n|---|---|---|---|\n",
+    );
+    let mut json = Vec::new();
+    for task in TASKS {
+        let info = task_info(task)?;
+        let items = load(task, raw_dir)?;
+        let count = |s: Split| items.iter().filter(|i| i.split == s).count();
+        let (train, dev) = (count(Split::Train), count(Split::Dev));
+        md.push_str(&format!(
+            "| {} | {} | {train} | {dev} |\n",
+            info.title,
+            if info.seen { "yes" } else { "no" }
+        ));
+        json.push(serde_json::json!({"task": task, "seen": info.seen, "train": train, "dev": dev}));
+    }
+    Ok((md, serde_json::Value::Array(json)))
+}
+
 /// Items of the given split, in file order.
 pub fn select(items: Vec<TaskItem>, split: Split) -> Vec<TaskItem> {
     items.into_iter().filter(|i| i.split == split).collect()
