@@ -75,7 +75,7 @@ has_router() { "$BIN" router list --pack "$PACK" --json | python3 -c "import jso
 if stage routers; then
   echo "== routers" >&2
   has_router general || timed router-general "$BIN" router train --pack "$PACK" --method supervised \
-    --data "$WORK/data" --name general --default --threads "$THREADS" --seed "$SEED" >&2
+    --data "$WORK/data" --name general --default --soft-labels 10 --threads "$THREADS" --seed "$SEED" >&2
   has_router general-embedding || timed router-general-embedding "$BIN" router train --pack "$PACK" \
     --method supervised --features mean-embedding --data "$WORK/data" --name general-embedding \
     --threads "$THREADS" --seed "$SEED" >&2

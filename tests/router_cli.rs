@@ -61,6 +61,10 @@ fn routers_train_route_and_evaluate() {
         &"--name",
         &"general",
         &"--default",
+        &"--soft-labels",
+        &"1",
+        &"--threads",
+        &"2",
         &"--json",
     ]);
     assert!(ok, "{err}");

@@ -101,10 +101,16 @@ pub struct TrainArgs {
     /// Records per skill (supervised, prototype).
     #[arg(long, default_value_t = 120)]
     pub per_skill: usize,
-    /// Add a "no skill" output (supervised: trained on general prompts? no — kept for
-    /// end-to-end, where the loss decides).
+    /// Add a "no skill" output (end-to-end: the loss decides how much base model to keep).
     #[arg(long)]
     pub none_entry: bool,
+    /// Supervised: refine the labels of the first N records per skill with soft labels from
+    /// every single skill's answer loss, q_i ∝ exp(−NLL_i / τ) (N × skills scoring passes).
+    #[arg(long, default_value_t = 0)]
+    pub soft_labels: usize,
+    /// τ of the soft labels (mean answer NLL per token, in nats).
+    #[arg(long, default_value_t = 0.5)]
+    pub soft_tau: f32,
     /// Optimizer steps (end-to-end).
     #[arg(long, default_value_t = 60)]
     pub steps: usize,
@@ -397,10 +403,13 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             };
             let inputs: Vec<Vec<f32>> = features.iter().map(standardize).collect();
             if args.method == "supervised" {
-                let targets: Vec<Vec<f32>> = labels
+                let mut targets: Vec<Vec<f32>> = labels
                     .iter()
                     .map(|&k| (0..skills.len()).map(|j| (j == k) as u8 as f32).collect())
                     .collect();
+                if args.soft_labels > 0 {
+                    soft_labels(&model, &pack, &samples, &mut targets, &args)?;
+                }
                 // Held-out accuracy first (every fifth example), then the head on everything.
                 let (fit_in, fit_t): (Vec<_>, Vec<_>) = inputs
                     .iter()
@@ -740,5 +749,93 @@ fn bench(
             r["ratio"].as_f64().unwrap_or(0.0)
         );
     }
+    Ok(())
+}
+
+/// Replaces the one-hot labels of the first `args.soft_labels` records of each skill with
+/// `softmax(−NLL / τ)` over the skills, where `NLL_k` is the mean per-token loss of the
+/// record's answer under skill `k` alone (through llama.cpp).
+fn soft_labels(
+    model: &Model,
+    pack: &Pack,
+    samples: &[(usize, Record)],
+    targets: &mut [Vec<f32>],
+    args: &TrainArgs,
+) -> anyhow::Result<()> {
+    use skillpack_llama::{Context, ContextParams};
+    let k = pack.manifest.skills.len();
+    let chosen: Vec<usize> = (0..samples.len())
+        .filter(|&i| {
+            samples[..i]
+                .iter()
+                .filter(|(s, _)| *s == samples[i].0)
+                .count()
+                < args.soft_labels
+        })
+        .collect();
+    let mut ctx = Context::new(
+        model,
+        &ContextParams {
+            n_threads: args.threads,
+            ..Default::default()
+        },
+    )?;
+    let mut engine = skillpack_run::SkillEngine::new(model, pack.clone())?;
+    engine.top_k = 0;
+    engine.min_weight = 0.0;
+    let prompts = chosen
+        .iter()
+        .map(|&i| {
+            let r = &samples[i].1;
+            Ok((
+                skillpack_eval::harness::prompt_tokens(model, &r.context, &r.query)?,
+                skillpack_eval::harness::answer_tokens(model, &r.output)?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bar = ProgressBar::new((k * chosen.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("soft labels");
+    // Mean answer NLL per token, one column per skill.
+    let mut columns: Vec<Vec<f32>> = Vec::with_capacity(k);
+    for skill in 0..k {
+        let weights: Vec<f32> = (0..k).map(|j| (j == skill) as u8 as f32).collect();
+        engine.apply(&mut ctx, &weights, skillpack_run::Mode::Multi, 0)?;
+        let mut scorer = skillpack_eval::Scorer::new(&mut ctx);
+        let mut column = Vec::with_capacity(prompts.len());
+        for (prompt, answer) in &prompts {
+            let answer = &answer[..answer.len().min(64)];
+            let ll = scorer.score(prompt, &[answer.to_vec()])?[0];
+            column.push((-ll / answer.len().max(1) as f64) as f32);
+            bar.inc(1);
+        }
+        columns.push(column);
+    }
+    let nll: Vec<Vec<f32>> = (0..chosen.len())
+        .map(|row| columns.iter().map(|c| c[row]).collect())
+        .collect();
+    bar.finish_and_clear();
+    for (row, &i) in chosen.iter().enumerate() {
+        let logits: Vec<f32> = nll[row].iter().map(|l| -l).collect();
+        targets[i] = skillpack_route::router::softmax(&logits, args.soft_tau);
+    }
+    let agree = chosen
+        .iter()
+        .enumerate()
+        .filter(|(row, &i)| {
+            let best = (0..k)
+                .min_by(|&a, &b| nll[*row][a].total_cmp(&nll[*row][b]))
+                .unwrap_or(0);
+            best == samples[i].0
+        })
+        .count();
+    eprintln!(
+        "soft labels for {} records: the record's own skill has the lowest answer loss for {agree}",
+        chosen.len()
+    );
     Ok(())
 }
