@@ -65,7 +65,8 @@ if stage pack; then
   for s in $SKILLS; do
     title=$(python3 -c "import json;print(json.load(open('$WORK/data/$s/card.json'))['title'])")
     desc=$(python3 -c "import json;print(json.load(open('$WORK/data/$s/card.json'))['description'])")
-    "$BIN" pack add "$PACK" "$WORK/skills/$s/adapter.gguf" --id "$s" --title "$title" --description "$desc" >&2
+    "$BIN" pack add "$PACK" "$WORK/skills/$s/adapter.gguf" --id "$s" --title "$title" --description "$desc" \
+      --outtype q8_0 >&2
   done
   "$BIN" pack check "$PACK" >&2
 fi

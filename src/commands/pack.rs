@@ -46,6 +46,10 @@ pub enum PackCommand {
         description: String,
         #[arg(long)]
         base: Option<PathBuf>,
+        /// Store the adapter as f32, f16, bf16 or q8_0 (default: a GGUF as it is, a PEFT
+        /// directory as f32).
+        #[arg(long)]
+        outtype: Option<skillpack_convert::OutType>,
         #[arg(long)]
         json: bool,
     },
@@ -117,21 +121,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             title,
             description,
             base,
+            outtype,
             json,
         } => {
             let base = GgufInfo::open(&base_path(base)?)?;
             let mut pack = Pack::open(&dir)?;
             let bytes = if adapter.is_dir() {
                 let peft = PeftAdapter::load(&adapter)?;
-                skillpack_convert::convert(
-                    &peft,
-                    &base,
-                    &ConvertOptions {
-                        name: Some(id.clone()),
-                        ..Default::default()
-                    },
+                let mut options = ConvertOptions {
+                    name: Some(id.clone()),
+                    ..Default::default()
+                };
+                if let Some(t) = outtype {
+                    options.outtype = t;
+                }
+                skillpack_convert::convert(&peft, &base, &options)?.gguf
+            } else if let Some(t) = outtype {
+                // Re-encoded from its factors (dequantized to f32 first).
+                let file = skillpack_convert::LoraFile::read(&adapter)?;
+                let pairs: Vec<_> = file.pairs.into_values().collect();
+                skillpack_convert::write_lora_gguf(
+                    &file.architecture,
+                    file.alpha,
+                    &pairs,
+                    t,
+                    &[(
+                        "general.name".into(),
+                        skillpack_convert::GgufValue::String(id.clone()),
+                    )],
                 )?
-                .gguf
+                .bytes
             } else {
                 std::fs::read(&adapter).with_context(|| format!("reading {}", adapter.display()))?
             };
