@@ -91,7 +91,8 @@ fi
 if stage eval; then
   echo "== eval" >&2
   configs="base,uniform,router:general,router:general-embedding,router:prototype"
-  for s in $SKILLS; do configs="$configs,skill:$s"; done
+  # Single skills where they fit a task (mc, ea and es fit none of the nine).
+  for s in mrc mcqa qa ner re er mldc nli ts; do configs="$configs,skill:$s"; done
   for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
   timed eval "$BIN" eval --all --pack "$PACK" --raw "$RAW" --configs "$configs" \
     --threads "$THREADS" --out "$WORK/eval" --resume >&2

@@ -211,7 +211,8 @@ fn configs(args: &Args, pack: Option<&Pack>) -> anyhow::Result<Vec<Config>> {
             Config {
                 label: spec.clone(),
                 weights: Some(format!("{id}=1")),
-                tasks: (args.all && !fits.is_empty()).then_some(fits),
+                // Under --all a single skill runs only where it fits (nowhere, for some).
+                tasks: args.all.then_some(fits),
                 router: None,
             }
         } else if let Some(w) = spec.strip_prefix("weights:") {
