@@ -110,26 +110,29 @@ struct Routed<'m> {
     extractor: skillpack_route::FeatureExtractor<'m>,
     skills: Vec<String>,
     mode: Mode,
-    /// The last prompt's features (HoC asks several questions per abstract).
-    last: Option<(Vec<Token>, Vec<f32>)>,
+    model: &'m Model,
+    /// The last item's features: an item is routed once, on its own prompt (HoC asks ten
+    /// yes/no questions about one abstract under the same weights).
+    last: Option<(String, Vec<f32>)>,
 }
 
 impl<'m> SkillPolicy<'m> for Routed<'m> {
     fn apply(
         &mut self,
         ctx: &mut Context<'m>,
-        _item: &TaskItem,
-        prompt: &[Token],
+        item: &TaskItem,
+        _prompt: &[Token],
         expected_tokens: usize,
     ) -> skillpack_eval::Result<Vec<(String, f32)>> {
         let features = match &self.last {
-            Some((p, f)) if p.as_slice() == prompt => f.clone(),
+            Some((id, f)) if *id == item.id => f.clone(),
             _ => {
+                let prompt = harness::prompt_tokens(self.model, &item.context, &item.query)?;
                 let f = self
                     .extractor
-                    .features(prompt)
+                    .features(&prompt)
                     .map_err(|e| skillpack_eval::EvalError::Invalid(e.to_string()))?;
-                self.last = Some((prompt.to_vec(), f.clone()));
+                self.last = Some((item.id.clone(), f.clone()));
                 f
             }
         };
@@ -339,6 +342,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     router,
                     extractor,
                     mode: args.mode,
+                    model: &model,
                     last: None,
                 })
             }
