@@ -20,7 +20,7 @@ THREADS=${THREADS:-2}
 STEPS=${STEPS:-150}
 SEED=${SEED:-13}
 STAGES=${STAGES:-"data skills pack routers eval report"}
-SKILLS="qa mcqa mc mldc mrc nli ts ner re ea es er"
+SKILLS=${SKILLS:-"qa mcqa mc mldc mrc nli ts ner re ea es er"}
 SEEN="pubmedqa medqa medmcqa bc5cdr chemprot hoc"
 UNSEEN="healthver covidqa meqsum"
 # Skills adapt q_proj and v_proj: with the pack's 12 skills routed top-3, fused q,v adapters
