@@ -14,7 +14,7 @@ pub struct Manifest {
     pub defaults: Defaults,
     #[serde(default, rename = "skill")]
     pub skills: Vec<SkillSpec>,
-    #[serde(default, rename = "router")]
+    #[serde(default, rename = "router", skip_serializing_if = "Vec::is_empty")]
     pub routers: Vec<RouterSpec>,
 }
 
