@@ -75,13 +75,14 @@ has_router() { "$BIN" router list --pack "$PACK" --json | python3 -c "import jso
 
 if stage routers; then
   echo "== routers" >&2
-  has_router general || timed router-general "$BIN" router train --pack "$PACK" --method supervised \
-    --data "$WORK/data" --name general --default --soft-labels 10 --threads "$THREADS" --seed "$SEED" >&2
+  # Cheapest first, so an interrupted run keeps what it finished.
   has_router general-embedding || timed router-general-embedding "$BIN" router train --pack "$PACK" \
     --method supervised --features mean-embedding --data "$WORK/data" --name general-embedding \
     --threads "$THREADS" --seed "$SEED" >&2
   has_router prototype || timed router-prototype "$BIN" router train --pack "$PACK" --method prototype \
     --data "$WORK/data" --name prototype --threads "$THREADS" >&2
+  has_router general || timed router-general "$BIN" router train --pack "$PACK" --method supervised \
+    --data "$WORK/data" --name general --default --soft-labels 10 --threads "$THREADS" --seed "$SEED" >&2
   for t in $SEEN $UNSEEN; do
     has_router "task-$t" || timed "router-task-$t" "$BIN" router train --pack "$PACK" --method end-to-end \
       --task "$t" --raw "$RAW" --name "task-$t" --threads "$THREADS" --seed "$SEED" >&2
