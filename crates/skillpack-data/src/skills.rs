@@ -351,14 +351,8 @@ fn mldc(raw: &RawSet) -> Vec<Draft> {
         };
         let pmid = &item.doc_ids[0];
         let list_id = format!("mldc:hoc:{pmid}");
-        let answer = if gold.is_empty() {
-            "none".to_string()
-        } else {
-            gold.iter()
-                .map(|&g| labels[g].as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
+        let names: Vec<&str> = gold.iter().map(|&g| labels[g].as_str()).collect();
+        let answer = tasks::join_or_none(&names, "; ");
         let list_variant = format!("list variant {}", stable_hash(&list_id) % 2);
         let list_query = match stable_hash(&list_id) % 2 {
             0 => item.query.clone(),
@@ -585,14 +579,7 @@ fn ner(raw: &RawSet) -> Vec<Draft> {
                 "CompositeMention",
             ],
         );
-        let output = format!(
-            "Diseases: {}",
-            if diseases.is_empty() {
-                "none".into()
-            } else {
-                diseases.join("; ")
-            }
-        );
+        let output = format!("Diseases: {}", tasks::join_or_none(&diseases, "; "));
         let mut d = draft(
             template,
             "ner",
@@ -661,11 +648,8 @@ fn re(raw: &RawSet) -> Vec<Draft> {
             "Find the chemical-induced disease relations stated in this abstract. One \"chemical -> disease\" pair per line; none if there are none.",
         ]);
         let query = template;
-        let output = if pairs.is_empty() {
-            "none".into()
-        } else {
-            pairs.join("\n")
-        };
+        let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
+        let output = tasks::join_or_none(&pairs, "\n");
         let mut d = draft(
             template,
             "re",

@@ -229,19 +229,21 @@ pub fn chemprot_query() -> String {
 /// The NER query and the answer layout it asks for.
 pub const NER_QUERY: &str = "List the chemicals and the diseases mentioned in the text, as two lines: \"Chemicals: a; b\" and \"Diseases: c; d\" (write none when there are none).";
 
+/// Items joined by `sep`, or `none` when there are none (the answers' empty-list form).
+pub fn join_or_none(items: &[&str], sep: &str) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(sep)
+    }
+}
+
 /// The NER answer for lists of chemicals and diseases.
 pub fn ner_answer(chemicals: &[&str], diseases: &[&str]) -> String {
-    let join = |v: &[&str]| {
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join("; ")
-        }
-    };
     format!(
         "Chemicals: {}\nDiseases: {}",
-        join(chemicals),
-        join(diseases)
+        join_or_none(chemicals, "; "),
+        join_or_none(diseases, "; ")
     )
 }
 
