@@ -9,7 +9,8 @@
 #
 # Environment: RAW (raw data, default ../shared/data/raw), WORK (intermediate outputs, default
 # runs/medical — not committed), PACK (default examples/packs/medical-smollm2), THREADS, STEPS
-# (optimizer steps per skill), SEED.
+# (optimizer steps per skill), SEED, BIN (a skillpack binary to use instead of building one, e.g. a
+# copy, so rebuilding the workspace meanwhile does not swap the binary under a long run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +29,10 @@ UNSEEN="healthver covidqa meqsum"
 # (`skillpack bench`, README); rank 12 -> 8 (AdaLoRA's budget) keeps each skill ~0.3 MB.
 TARGETS=${TARGETS:-q_proj,v_proj}
 
-scripts/setup.sh >&2
-BIN=target/release/skillpack
+if [[ -z "${BIN:-}" ]]; then
+  scripts/setup.sh >&2
+  BIN=target/release/skillpack
+fi
 mkdir -p "$WORK"
 TIMES="$WORK/stage-times.tsv"
 stage() { [[ " $STAGES " == *" $1 "* ]]; }

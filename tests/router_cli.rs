@@ -4,49 +4,12 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
-
-fn write_skill_data(dir: &Path) {
-    // Tiny skill data in the `data build` layout: two clearly different prompt styles.
-    for (skill, make) in [
-        (
-            "ner",
-            (|i: usize| {
-                format!("{{\"id\":\"n{i}\",\"skill\":\"ner\",\"source\":\"t\",\"context\":\"Aspirin number {i} caused gastric ulcers and bleeding in rats given ibuprofen.\",\"query\":\"List the chemicals and diseases mentioned in the text.\",\"output\":\"Chemicals: aspirin\\nDiseases: ulcers\"}}")
-            }) as fn(usize) -> String,
-        ),
-        ("qa", |i: usize| {
-            format!("{{\"id\":\"q{i}\",\"skill\":\"qa\",\"source\":\"t\",\"context\":\"\",\"query\":\"What are the symptoms of condition {i}?\",\"output\":\"Fatigue.\"}}")
-        }),
-        ("re", |i: usize| {
-            format!("{{\"id\":\"r{i}\",\"skill\":\"re\",\"source\":\"t\",\"context\":\"<< Drug{i} >> inhibits [[ KINASE{i} ]] in cells.\",\"query\":\"What is the relation of the chemical to the gene?\",\"output\":\"INHIBITOR\"}}")
-        }),
-    ] {
-        std::fs::create_dir_all(dir.join(skill)).unwrap();
-        let lines: Vec<String> = (0..12).map(make).collect();
-        std::fs::write(dir.join(skill).join("train.jsonl"), lines.join("\n") + "\n").unwrap();
-    }
-}
 
 #[test]
 fn routers_train_route_and_evaluate() {
     let tmp = tempfile::tempdir().unwrap();
-    let pack = tmp.path().join("pack");
-    let data = tmp.path().join("data");
-    write_skill_data(&data);
-    let fx = fixtures().join("smollm2");
-    let (ok, _, err) = skillpack(&[&"pack", &"new", &pack, &"--name", &"t"]);
-    assert!(ok, "{err}");
-    for (id, dir) in [
-        ("ner", "peft-adalora"),
-        ("qa", "peft-lora"),
-        ("re", "peft-lora-rslora-patterns"),
-    ] {
-        let (ok, _, err) = skillpack(&[&"pack", &"add", &pack, &fx.join(dir), &"--id", &id]);
-        assert!(ok, "{err}");
-    }
+    let (pack, data) = fixture_pack(tmp.path());
     let (ok, out, err) = skillpack(&[
         &"router",
         &"train",

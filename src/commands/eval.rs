@@ -323,7 +323,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for config in &configs {
         let mut policy: Box<dyn SkillPolicy<'_>> = match (&config.weights, &pack) {
             (None, Some(pack)) if config.router.is_some() => {
-                let router = super::router::load_router(
+                let router = skillpack_run::load_router(
                     pack,
                     config.router.as_deref(),
                     &model,

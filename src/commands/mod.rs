@@ -9,6 +9,7 @@ mod inspect;
 mod pack;
 mod router;
 mod run;
+mod serve;
 mod session;
 mod train;
 mod verify;
@@ -48,6 +49,8 @@ pub enum Command {
     Eval(eval::Args),
     Verify(verify::Args),
     Router(router::Args),
+    Serve(serve::ServeArgs),
+    Proxy(serve::ProxyArgs),
 }
 
 /// Routes `tracing` (including llama.cpp's logs) to stderr.
@@ -80,6 +83,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Router(args) => router::run(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Proxy(args) => serve::proxy(args),
     }
 }
 

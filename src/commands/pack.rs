@@ -67,6 +67,17 @@ pub enum PackCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the llama-server flags that load every skill of a pack at scale 0 (for
+    /// `skillpack proxy`, which sets each request's scales).
+    #[command(
+        after_help = "Example:\n  llama-server -m models/SmolLM2-135M-Instruct.Q4_1.gguf $(skillpack pack llama-server-args examples/packs/medical-smollm2)"
+    )]
+    LlamaServerArgs {
+        dir: PathBuf,
+        /// One JSON object: the flags as a list, and the notes.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate a pack of random adapters (for benchmarks).
     #[command(
         after_help = "Example:\n  skillpack pack synth /tmp/synth12 --skills 12 --rank 8 --targets all"
@@ -227,6 +238,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     r.name, r.kind, r.features, r.task, r.file
                 );
             }
+        }
+        PackCommand::LlamaServerArgs { dir, json } => {
+            let pack = Pack::open(&dir)?;
+            if pack.manifest.skills.is_empty() {
+                anyhow::bail!("{}: the pack has no skills", dir.display());
+            }
+            let mut scaled = Vec::new();
+            for skill in &pack.manifest.skills {
+                let path = std::path::absolute(pack.adapter_path(skill))?;
+                let path = path.to_string_lossy();
+                if path.contains(',') || path.contains(':') {
+                    anyhow::bail!(
+                        "{path}: llama-server's --lora-scaled cannot take a path with ',' or ':' (move the pack)"
+                    );
+                }
+                scaled.push(format!("{path}:0"));
+            }
+            let flags = vec![
+                "--lora-scaled".to_string(),
+                scaled.join(","),
+                "--cache-ram".to_string(),
+                "0".to_string(),
+            ];
+            let notes = [
+                "every skill is loaded at scale 0: `skillpack proxy` sends each request's scales in its `lora` list",
+                "--cache-ram 0 (or cache_prompt:false per request, which the proxy sends) because llama-server can reuse a prompt cache computed under another LoRA setting (llama.cpp issue #26207)",
+                "adapters are matched to skills by file name: keep the pack's file names",
+            ];
+            if json {
+                return super::print_json(&serde_json::json!({"flags": flags, "notes": notes}));
+            }
+            for n in notes {
+                eprintln!("# {n}");
+            }
+            println!("{}", flags.join(" "));
         }
         PackCommand::Synth {
             dir,

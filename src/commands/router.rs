@@ -189,7 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             };
             let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
             let pack = Pack::open(&pack)?;
-            let router = load_router(&pack, router.as_deref(), &model, &model_path)?
+            let router = skillpack_run::load_router(&pack, router.as_deref(), &model, &model_path)?
                 .ok_or_else(|| anyhow::anyhow!("the pack has no router"))?;
             let mut extractor =
                 FeatureExtractor::new(&model, &model_path, router.config.features, None)?;
@@ -206,38 +206,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Loads router `name` (or the pack's default) and checks it against the model and pack.
-pub fn load_router(
-    pack: &Pack,
-    name: Option<&str>,
-    model: &Model,
-    model_path: &Path,
-) -> anyhow::Result<Option<Router>> {
-    let name = match name {
-        Some(n) => n.to_string(),
-        None if pack.manifest.defaults.router.is_empty() => return Ok(None),
-        None => pack.manifest.defaults.router.clone(),
-    };
-    let spec = pack.router(&name).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the pack has no router `{name}` (routers: {})",
-            pack.manifest
-                .routers
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
-    let router = Router::load(&pack.dir.join(&spec.file))?;
-    let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
-    let fingerprint = skillpack_convert::GgufInfo::open(model_path)?.fingerprint();
-    router
-        .check(model.n_embd(), &fingerprint, &skills)
-        .map_err(|m| anyhow::anyhow!("{}: {m}", spec.file))?;
-    Ok(Some(router))
 }
 
 /// Up to `per_skill` records of each skill's train split, spread over the file by hash.
@@ -701,7 +669,8 @@ fn bench(
     let base_ms = median(&mut base);
     let mut rows = Vec::new();
     for name in &names {
-        let router = load_router(&pack, Some(name), &model, &model_path)?.expect("named");
+        let router =
+            skillpack_run::load_router(&pack, Some(name), &model, &model_path)?.expect("named");
         let mut extractor =
             FeatureExtractor::new(&model, &model_path, router.config.features, threads)?;
         let (mut total, mut feature_ms, mut apply_ms) = (Vec::new(), Vec::new(), Vec::new());

@@ -175,7 +175,7 @@ pub fn with_session<R>(
                     session.weights = Some(parse_skill_weights(spec, &engine.pack().manifest)?);
                 }
                 None => {
-                    let router = super::router::load_router(
+                    let router = skillpack_run::load_router(
                         engine.pack(),
                         args.router.as_deref(),
                         &model,

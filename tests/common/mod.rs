@@ -2,9 +2,11 @@
 //! reading reference logits, and comparing vectors.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
+
+pub mod http;
 
 /// Repository root.
 pub fn repo() -> PathBuf {
@@ -195,4 +197,72 @@ pub fn assert_rss_flat(samples: &[i64], median_bound: i64) -> i64 {
     assert!(median < median_bound, "RSS rises steadily: {samples:?}");
     assert!(total < 8 << 20, "RSS grew by {total} bytes: {samples:?}");
     median
+}
+
+/// Tiny skill data in the `data build` layout for skills ner, qa and re: three clearly
+/// different prompt styles, 12 records each.
+pub fn write_skill_data(dir: &Path) {
+    // Tiny skill data in the `data build` layout: two clearly different prompt styles.
+    for (skill, make) in [
+        (
+            "ner",
+            (|i: usize| {
+                format!("{{\"id\":\"n{i}\",\"skill\":\"ner\",\"source\":\"t\",\"context\":\"Aspirin number {i} caused gastric ulcers and bleeding in rats given ibuprofen.\",\"query\":\"List the chemicals and diseases mentioned in the text.\",\"output\":\"Chemicals: aspirin\\nDiseases: ulcers\"}}")
+            }) as fn(usize) -> String,
+        ),
+        ("qa", |i: usize| {
+            format!("{{\"id\":\"q{i}\",\"skill\":\"qa\",\"source\":\"t\",\"context\":\"\",\"query\":\"What are the symptoms of condition {i}?\",\"output\":\"Fatigue.\"}}")
+        }),
+        ("re", |i: usize| {
+            format!("{{\"id\":\"r{i}\",\"skill\":\"re\",\"source\":\"t\",\"context\":\"<< Drug{i} >> inhibits [[ KINASE{i} ]] in cells.\",\"query\":\"What is the relation of the chemical to the gene?\",\"output\":\"INHIBITOR\"}}")
+        }),
+    ] {
+        std::fs::create_dir_all(dir.join(skill)).unwrap();
+        let lines: Vec<String> = (0..12).map(make).collect();
+        std::fs::write(dir.join(skill).join("train.jsonl"), lines.join("\n") + "\n").unwrap();
+    }
+}
+
+/// A pack of three fixture adapters for the default model (ner: AdaLoRA, qa: LoRA, re: rsLoRA)
+/// in `dir/pack`, and skill data for them in `dir/data`; returns (pack, data).
+pub fn fixture_pack(dir: &Path) -> (PathBuf, PathBuf) {
+    let pack = dir.join("pack");
+    let data = dir.join("data");
+    write_skill_data(&data);
+    let fx = fixtures().join("smollm2");
+    let (ok, _, err) = skillpack(&[&"pack", &"new", &pack, &"--name", &"t"]);
+    assert!(ok, "{err}");
+    for (id, sub) in [
+        ("ner", "peft-adalora"),
+        ("qa", "peft-lora"),
+        ("re", "peft-lora-rslora-patterns"),
+    ] {
+        let (ok, _, err) = skillpack(&[&"pack", &"add", &pack, &fx.join(sub), &"--id", &id]);
+        assert!(ok, "{err}");
+    }
+    (pack, data)
+}
+
+/// [`fixture_pack`] with a supervised mean-embedding router `general` as its default router.
+pub fn routed_fixture_pack(dir: &Path) -> PathBuf {
+    let (pack, data) = fixture_pack(dir);
+    let (ok, _, err) = skillpack(&[
+        &"router",
+        &"train",
+        &"--pack",
+        &pack,
+        &"--method",
+        &"supervised",
+        &"--features",
+        &"mean-embedding",
+        &"--data",
+        &data,
+        &"--name",
+        &"general",
+        &"--default",
+        &"--threads",
+        &"2",
+    ]);
+    assert!(ok, "{err}");
+    pack
 }

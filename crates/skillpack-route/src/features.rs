@@ -11,7 +11,7 @@ use skillpack_llama::{Context, ContextParams, Model, Token};
 use crate::{Result, RouteError};
 
 /// Which prompt features a router reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FeatureKind {
     /// The base model's last hidden state (after the final norm), mean-pooled over the prompt:
     /// one extra forward pass without adapters.

@@ -22,7 +22,7 @@ pub struct Generation {
     pub generated_tokens: usize,
     pub prompt_ms: f64,
     pub decode_ms: f64,
-    /// `eog`, `stop`, `length`.
+    /// `eog`, `stop`, `length`, `cancelled`.
     pub finish: &'static str,
 }
 
@@ -45,6 +45,20 @@ pub fn generate(
     prompt: &[Token],
     params: &GenerateParams,
     mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    generate_until(ctx, prompt, params, |piece| {
+        on_text(piece);
+        true
+    })
+}
+
+/// [`generate`], stopping early (finish `cancelled`) as soon as `on_text` returns false — a
+/// server's way to stop work for a client that went away.
+pub fn generate_until(
+    ctx: &mut Context<'_>,
+    prompt: &[Token],
+    params: &GenerateParams,
+    mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generation> {
     let model = ctx.model();
     if prompt.is_empty() {
@@ -88,7 +102,7 @@ pub fn generate(
             .min()
         {
             if at > emitted {
-                on_text(&text[emitted..at]);
+                on_text(&text[emitted..at]); // the last piece either way
             }
             bytes.truncate(at);
             emitted = at;
@@ -107,14 +121,18 @@ pub fn generate(
             safe -= 1;
         }
         if safe > emitted {
-            on_text(&text[emitted..safe]);
+            let go_on = on_text(&text[emitted..safe]);
             emitted = safe;
+            if !go_on {
+                finish = "cancelled";
+                break;
+            }
         }
         ctx.eval(&[token], prompt.len() + generated - 1, false)?;
     }
     let decode_ms = t1.elapsed().as_secs_f64() * 1e3;
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    if finish != "stop" && text.len() > emitted {
+    if finish != "stop" && finish != "cancelled" && text.len() > emitted {
         on_text(&text[emitted..]);
     }
     Ok(Generation {

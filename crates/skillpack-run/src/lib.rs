@@ -13,10 +13,12 @@
 
 mod engine;
 mod generate;
+mod routing;
 mod weights;
 
 pub use engine::{Applied, FusedLoad, Mode, SkillEngine};
-pub use generate::{generate, GenerateParams, Generation};
+pub use generate::{generate, generate_until, GenerateParams, Generation};
+pub use routing::load_router;
 pub use weights::{parse_skill_weights, select_active, Selection};
 
 /// Errors of the runtime.
@@ -28,6 +30,8 @@ pub enum RunError {
     Pack(#[from] skillpack_pack::PackError),
     #[error(transparent)]
     Convert(#[from] skillpack_convert::ConvertError),
+    #[error(transparent)]
+    Route(#[from] skillpack_route::RouteError),
     #[error("{0}")]
     Invalid(String),
 }

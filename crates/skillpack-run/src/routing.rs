@@ -1,0 +1,43 @@
+//! Loading a pack's router for a model, with every check done before it routes anything.
+
+use std::path::Path;
+
+use skillpack_llama::Model;
+use skillpack_pack::Pack;
+use skillpack_route::Router;
+
+use crate::{Result, RunError};
+
+/// Loads router `name` of `pack` (`None`: the pack's default router; `Ok(None)` when the pack
+/// has none) and checks it against the model loaded from `model_path`: width, base fingerprint
+/// and the pack's skill list.
+pub fn load_router(
+    pack: &Pack,
+    name: Option<&str>,
+    model: &Model,
+    model_path: &Path,
+) -> Result<Option<Router>> {
+    let name = match name {
+        Some(n) => n.to_string(),
+        None if pack.manifest.defaults.router.is_empty() => return Ok(None),
+        None => pack.manifest.defaults.router.clone(),
+    };
+    let spec = pack.router(&name).ok_or_else(|| {
+        RunError::Invalid(format!(
+            "the pack has no router `{name}` (routers: {})",
+            pack.manifest
+                .routers
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let router = Router::load(&pack.dir.join(&spec.file))?;
+    let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
+    let fingerprint = skillpack_convert::GgufInfo::open(model_path)?.fingerprint();
+    router
+        .check(model.n_embd(), &fingerprint, &skills)
+        .map_err(|m| RunError::Invalid(format!("{}: {m}", spec.file)))?;
+    Ok(Some(router))
+}

@@ -1,0 +1,109 @@
+//! Serving routed skill packs over HTTP, in OpenAI's shapes.
+//!
+//! * [`server`] — `skillpack serve`: N llama.cpp contexts ("slots"), each on its own thread with
+//!   its own skill engine and routers, behind a bounded queue (503 + `Retry-After` when full).
+//!   Requests may carry `skills` (manual weights) or `route` (`auto`, `none`, a router's name);
+//!   responses carry the applied weights in a `skillpack` field and an `x-skillpack-weights`
+//!   header.
+//! * [`proxy`] — `skillpack proxy`: the same API in front of one or more llama-server
+//!   instances that loaded the pack's adapters at scale 0; it routes locally (the base GGUF
+//!   gives the features) and sends each request's full per-adapter `lora` list upstream.
+
+pub mod api;
+pub mod metrics;
+pub mod plan;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod slots;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+pub use api::{ApiError, SkillReport};
+pub use plan::Limits;
+pub use proxy::{proxy, ProxyConfig};
+pub use server::{serve, ServeConfig};
+
+/// Errors that stop a server from starting (or end it).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Llama(#[from] skillpack_llama::LlamaError),
+    #[error(transparent)]
+    Pack(#[from] skillpack_pack::PackError),
+    #[error(transparent)]
+    Convert(#[from] skillpack_convert::ConvertError),
+    #[error(transparent)]
+    Run(#[from] skillpack_run::RunError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Resolves on SIGINT or SIGTERM: stop accepting, finish what is in flight.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// The body, or the OpenAI-shaped error for one that could not be read (413 names the limit).
+pub(crate) fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                format!(
+                    "the request body exceeds this server's limit of {limit} bytes (--max-body)"
+                ),
+            )
+        } else {
+            ApiError::new(status, format!("cannot read the request body: {rejection}"))
+        }
+    })
+}
+
+/// 404 for unknown paths, in OpenAI's shape.
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint {} (try /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics)", uri.path()),
+    )
+    .into_response()
+}
+
+/// `GET /metrics`: the Prometheus text of `metrics`.
+pub(crate) fn metrics_response(metrics: &metrics::Metrics) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        metrics.render(),
+    )
+        .into_response()
+}

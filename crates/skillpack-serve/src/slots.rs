@@ -1,0 +1,289 @@
+//! Slots: one OS thread per llama.cpp context, each with its own skill engine and routers,
+//! fed from one bounded queue. A slot clears its KV cache for every request, so no cache is
+//! ever reused across two weightings (or two requests).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use skillpack_llama::{Context, ContextParams, Model, Token};
+use skillpack_pack::Pack;
+use skillpack_run::{generate_until, Generation, Mode, SkillEngine};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::api::{ApiError, SkillReport};
+use crate::metrics::Metrics;
+use crate::plan::{Plan, SkillChoice};
+use crate::routing::{prompt_tokens, Routing};
+
+/// What a slot reports back about one request, in order: `Start`, any `Text`, then `Done` —
+/// or a single `Error` instead of all of them.
+#[derive(Debug)]
+pub enum Event {
+    /// The prompt is accepted and the skills are set.
+    Start {
+        prompt_tokens: usize,
+        report: SkillReport,
+    },
+    /// A piece of generated text.
+    Text(String),
+    /// The generation finished.
+    Done(Generation),
+    /// The request failed (before or during generation).
+    Error(ApiError),
+}
+
+/// One request for a slot.
+pub struct Job {
+    pub plan: Plan,
+    pub events: UnboundedSender<Event>,
+    pub enqueued: Instant,
+}
+
+/// How slots are built.
+#[derive(Debug, Clone)]
+pub struct SlotConfig {
+    pub model_path: PathBuf,
+    pub pack: Option<PathBuf>,
+    pub ctx_size: u32,
+    pub threads: Option<i32>,
+    /// How weighted skills are applied. `multi` by default: `auto` picks per request from
+    /// timings, so equal requests could take different (numerically close) paths.
+    pub mode: Mode,
+}
+
+/// The sending side of the slots' queue.
+pub struct Queue {
+    tx: Mutex<Option<SyncSender<Job>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Queue {
+    /// A queue holding up to `capacity` waiting requests, and its receiving side for the slots.
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Self, Arc<Mutex<Receiver<Job>>>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        (
+            Queue {
+                tx: Mutex::new(Some(tx)),
+                metrics,
+            },
+            Arc::new(Mutex::new(rx)),
+        )
+    }
+
+    /// Queues `job`, or answers 503 with `Retry-After` when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = guard.as_ref() else {
+            self.metrics.rejected("shutting_down");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down",
+            ));
+        };
+        self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                let (reason, message) = match e {
+                    TrySendError::Full(_) => (
+                        "queue_full",
+                        "all slots are busy and the queue is full; retry shortly",
+                    ),
+                    TrySendError::Disconnected(_) => {
+                        ("shutting_down", "the server is shutting down")
+                    }
+                };
+                self.metrics.rejected(reason);
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message);
+                err.retry_after = Some(1);
+                Err(err)
+            }
+        }
+    }
+
+    /// Stops taking requests; slots finish what is queued, then exit.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// One slot's state: a context and the pack's skills and routers for it.
+pub struct Slot<'m> {
+    model: &'m Model,
+    ctx: Context<'m>,
+    engine: Option<SkillEngine<'m>>,
+    routing: Option<Routing<'m>>,
+    mode: Mode,
+    skill_ids: Vec<String>,
+}
+
+impl<'m> Slot<'m> {
+    /// Builds a slot: its context, the pack's adapters and every router of the pack (each
+    /// checked against the model).
+    pub fn new(model: &'m Model, cfg: &SlotConfig) -> Result<Self, String> {
+        let ctx = Context::new(
+            model,
+            &ContextParams {
+                n_ctx: cfg.ctx_size,
+                n_threads: cfg.threads,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let mut slot = Slot {
+            model,
+            ctx,
+            engine: None,
+            routing: None,
+            mode: cfg.mode,
+            skill_ids: Vec::new(),
+        };
+        if let Some(dir) = &cfg.pack {
+            let pack = Pack::open(dir).map_err(|e| e.to_string())?;
+            slot.routing = Some(Routing::new(model, &pack, &cfg.model_path, cfg.threads)?);
+            slot.skill_ids = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
+            slot.engine = Some(SkillEngine::new(model, pack).map_err(|e| e.to_string())?);
+        }
+        Ok(slot)
+    }
+
+    /// Serves requests from `queue` until it closes.
+    pub fn serve(mut self, queue: &Mutex<Receiver<Job>>, metrics: &Metrics) {
+        loop {
+            let job = {
+                let rx = queue.lock().unwrap_or_else(|e| e.into_inner());
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            };
+            metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            if job.events.is_closed() {
+                // The client left while the request was queued.
+                metrics.cancelled();
+                continue;
+            }
+            metrics.busy.fetch_add(1, Ordering::Relaxed);
+            self.run(job, metrics);
+            metrics.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn set_skills(
+        &mut self,
+        choice: &SkillChoice,
+        tokens: &[Token],
+        expected: usize,
+    ) -> Result<SkillReport, ApiError> {
+        let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
+        let weights = match choice {
+            SkillChoice::None => None,
+            SkillChoice::Manual(w) => Some(w.clone()),
+            SkillChoice::Route(name) => Some(
+                self.routing
+                    .as_mut()
+                    .ok_or_else(|| ApiError::invalid("route", "this server has no pack"))?
+                    .weights(name, tokens)?,
+            ),
+        };
+        let mut report = SkillReport {
+            route: choice.label(),
+            weights: Vec::new(),
+            mode: None,
+            upstream: None,
+        };
+        match (weights, &mut self.engine) {
+            (Some(w), Some(engine)) => {
+                let applied = engine
+                    .apply(&mut self.ctx, &w, self.mode, expected)
+                    .map_err(|e| internal(e.to_string()))?;
+                report.weights = applied
+                    .selection
+                    .active
+                    .iter()
+                    .map(|(i, w)| (self.skill_ids[*i].clone(), *w))
+                    .collect();
+                report.mode = Some(
+                    serde_json::to_value(applied.mode)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                );
+            }
+            _ => {
+                self.ctx
+                    .clear_adapters()
+                    .map_err(|e| internal(e.to_string()))?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn run(&mut self, job: Job, metrics: &Metrics) {
+        let Job {
+            plan,
+            events,
+            enqueued,
+        } = job;
+        let result = (|| -> Result<(), ApiError> {
+            let tokens = prompt_tokens(self.model, &plan.prompt)?;
+            let n_ctx = self.ctx.n_ctx();
+            if tokens.len() + plan.params.max_tokens > n_ctx {
+                return Err(ApiError::invalid(
+                    "max_tokens",
+                    format!(
+                        "the prompt ({} tokens) + max_tokens ({}) exceed the context of {n_ctx} tokens (--ctx-size)",
+                        tokens.len(),
+                        plan.params.max_tokens
+                    ),
+                ));
+            }
+            let report =
+                self.set_skills(&plan.skills, &tokens, tokens.len() + plan.params.max_tokens)?;
+            metrics.routed(&report.route, &report.weights);
+            if events
+                .send(Event::Start {
+                    prompt_tokens: tokens.len(),
+                    report,
+                })
+                .is_err()
+            {
+                metrics.cancelled();
+                return Ok(());
+            }
+            let mut first = true;
+            let generation = generate_until(&mut self.ctx, &tokens, &plan.params, |piece| {
+                if first {
+                    metrics.first_token(enqueued.elapsed().as_secs_f64());
+                    first = false;
+                }
+                events.send(Event::Text(piece.to_string())).is_ok()
+            })
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            metrics.tokens(generation.prompt_tokens, generation.generated_tokens);
+            if generation.finish == "cancelled" {
+                metrics.cancelled();
+            } else {
+                let _ = events.send(Event::Done(generation));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = events.send(Event::Error(e));
+        }
+    }
+}
+
+/// Checks that `path` exists before llama.cpp sees it.
+pub fn check_file(path: &Path, what: &str) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(format!("{what} {} is not a file", path.display())),
+        Err(e) => Err(format!("{what} {}: {e}", path.display())),
+    }
+}
