@@ -25,6 +25,7 @@ have_libclang() {
 }
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
+command -v curl >/dev/null || missing+=(curl)
 command -v c++ >/dev/null || missing+=(g++)
 have_libclang || missing+=(libclang-dev clang)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)

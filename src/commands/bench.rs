@@ -12,12 +12,16 @@ use skillpack_run::{parse_skill_weights, FusedLoad, Mode, SkillEngine};
 /// Measure prompt and decode speed of every way of applying weighted skills.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  skillpack pack synth /tmp/synth12 && skillpack bench --pack /tmp/synth12 --threads 2 --json"
+    after_help = "Examples:\n  skillpack pack synth /tmp/synth12 && skillpack bench --pack /tmp/synth12 --threads 2 --json\n  skillpack bench load --url http://127.0.0.1:8080 --clients 16 --requests 50",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
     /// Skill pack (e.g. from `skillpack pack synth`).
-    #[arg(long)]
-    pub pack: PathBuf,
+    #[arg(long, required = true)]
+    pub pack: Option<PathBuf>,
     /// GGUF model (default: the setup's model).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -44,6 +48,13 @@ pub struct Args {
     pub fused_type: Option<skillpack_convert::OutType>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// Other benchmarks.
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// Load-test a running OpenAI-compatible server (serve or proxy) with mixed weightings.
+    Load(super::load::LoadArgs),
 }
 
 #[derive(serde::Serialize)]
@@ -90,16 +101,22 @@ fn measure(
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(BenchCommand::Load(load)) = args.command {
+        return super::load::run(load);
+    }
+    let Some(pack_dir) = args.pack.clone() else {
+        bail!("--pack is required");
+    };
     let model_path = match &args.model {
         Some(p) => p.clone(),
         None => super::default_model()?,
     };
     let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
-    let pack = Pack::open(&args.pack)?;
+    let pack = Pack::open(&pack_dir)?;
     pack.check(&skillpack_convert::GgufInfo::open(&model_path)?)?;
     let n = pack.manifest.skills.len();
     if n == 0 {
-        bail!("{} has no skills", args.pack.display());
+        bail!("{} has no skills", pack_dir.display());
     }
     let weights = match &args.skills {
         Some(spec) => parse_skill_weights(spec, &pack.manifest)?,
@@ -223,7 +240,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         super::print_json(&serde_json::json!({
             "model": model_path.display().to_string(),
-            "pack": args.pack.display().to_string(),
+            "pack": pack_dir.display().to_string(),
             "threads": args.threads,
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,

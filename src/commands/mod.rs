@@ -6,6 +6,7 @@ mod convert;
 mod data;
 mod eval;
 mod inspect;
+mod load;
 mod pack;
 mod router;
 mod run;
