@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
-# The main job, end to end on the default model: set up, convert a PEFT adapter to GGUF,
-# and answer a medical question with the adapter applied by llama.cpp.
-# (Until the medical skill pack lands, the adapter is the PEFT LoRA fixture.)
+# The main job, end to end on the default model: set up (model, build), then answer a medical
+# question with the committed SA-MDKIF medical pack — the pack's router weights its 12 skills
+# for this prompt and llama.cpp applies the weighted skills (--show-weights prints them).
+#
+#   scripts/demo.sh ["your question"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-FIXTURES=${SKILLPACK_FIXTURES:-../shared/fixtures}
-BIN=target/release/skillpack
-MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
-$BIN convert "$FIXTURES/smollm2/peft-adalora" --base "$MODEL" -o models/demo-adalora.gguf
-$BIN inspect models/demo-adalora.gguf --base "$MODEL"
-PROMPT=${1:-"What are the common symptoms of type 2 diabetes?"}
-echo; echo "> $PROMPT"
-$BIN run --model "$MODEL" --lora models/demo-adalora.gguf:1.0 --temp 0 -n 160 "$PROMPT"
+PACK=examples/packs/medical-smollm2
+PROMPT=${1:-"What are the symptoms of iron deficiency anemia?"}
+echo "> $PROMPT"
+target/release/skillpack run --pack "$PACK" --show-weights --temp 0 -n 160 "$PROMPT"

@@ -119,6 +119,18 @@ pub fn round_weights(active: &[(usize, f32)], levels: u32) -> Vec<(usize, f32)> 
         .collect()
 }
 
+/// The order to try upstreams in: least in-flight requests first; ties rotate with `turn` so
+/// equally idle upstreams share the load.
+pub fn upstream_order(in_flight: &[usize], turn: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..in_flight.len()).collect();
+    if !order.is_empty() {
+        order.rotate_left(turn % in_flight.len());
+    }
+    // A stable sort keeps the rotation among equals.
+    order.sort_by_key(|&i| in_flight[i]);
+    order
+}
+
 /// A routing request for the feature threads.
 struct RouteJob {
     prompt: Prompt,
@@ -433,10 +445,12 @@ async fn forward_inner(
     request.insert("cache_prompt".into(), false.into());
 
     // Least busy upstream first; on a connection failure, the next one.
-    let mut order: Vec<usize> = (0..st.upstreams.len()).collect();
-    let start = st.next.fetch_add(1, Ordering::Relaxed) % order.len();
-    order.rotate_left(start);
-    order.sort_by_key(|&i| st.upstreams[i].in_flight.load(Ordering::Relaxed));
+    let busy: Vec<usize> = st
+        .upstreams
+        .iter()
+        .map(|u| u.in_flight.load(Ordering::Relaxed))
+        .collect();
+    let order = upstream_order(&busy, st.next.fetch_add(1, Ordering::Relaxed));
     let mut failures = Vec::new();
     for i in order {
         let up = &st.upstreams[i];
@@ -751,6 +765,15 @@ mod tests {
         assert!(map_adapters("u", &dup, &skills)
             .unwrap_err()
             .contains("2 adapters named ner.gguf"));
+    }
+
+    #[test]
+    fn least_busy_upstream_first_and_ties_rotate() {
+        assert_eq!(upstream_order(&[2, 0, 1], 0), vec![1, 2, 0]);
+        assert_eq!(upstream_order(&[0, 0, 0], 0), vec![0, 1, 2]);
+        assert_eq!(upstream_order(&[0, 0, 0], 1), vec![1, 2, 0]);
+        assert_eq!(upstream_order(&[1, 0, 0], 2), vec![2, 1, 0]);
+        assert!(upstream_order(&[], 3).is_empty());
     }
 
     #[test]

@@ -1,0 +1,61 @@
+//! The committed medical pack (`examples/packs/medical-smollm2`): it fits the default model, its
+//! routers send prompts shaped like each skill's records to that skill, and the README's main
+//! command (`run` with the pack's default router) answers with the weights shown.
+
+mod common;
+
+use common::*;
+
+const NER: &str = "Lidocaine-induced cardiac asystole. Intravenous administration of a single 50-mg bolus of lidocaine in a 67-year-old man resulted in profound depression of the activity of the sinoatrial and atrioventricular nodal pacemakers.\n\nWhich chemicals and which diseases does this abstract mention? Answer as \"Chemicals: a; b\" then \"Diseases: c; d\".";
+const MCQA: &str = "A 3-month-old boy is brought to the emergency department after an episode of cyanosis. Which of the following is the most likely diagnosis? A. BRUE B. SIDS C. Seizure D. Reflux";
+const QA: &str = "What are the symptoms of iron deficiency anemia?";
+
+fn pack() -> std::path::PathBuf {
+    repo().join("examples/packs/medical-smollm2")
+}
+
+#[test]
+fn medical_pack_fits_and_routes() {
+    let (ok, out, err) = skillpack(&[&"pack", &"check", &pack(), &"--json"]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["skills"], 12);
+    for router in ["general", "general-embedding"] {
+        for (prompt, skill) in [(NER, "ner"), (MCQA, "mcqa"), (QA, "qa")] {
+            let (ok, out, err) = skillpack(&[
+                &"router",
+                &"show",
+                &"--pack",
+                &pack(),
+                &"--router",
+                &router,
+                &prompt,
+                &"--json",
+            ]);
+            assert!(ok, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let top = v["weights"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .max_by(|a, b| a[1].as_f64().unwrap().total_cmp(&b[1].as_f64().unwrap()))
+                .unwrap()
+                .clone();
+            assert_eq!(top[0], skill, "{router} on {prompt:.40}: {v}");
+        }
+    }
+    let (ok, out, err) = skillpack(&[
+        &"run",
+        &"--pack",
+        &pack(),
+        &"--show-weights",
+        &"--temp",
+        &"0",
+        &"-n",
+        &"24",
+        &NER,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("[skills] ner="), "{err}");
+    assert!(!out.trim().is_empty());
+}
