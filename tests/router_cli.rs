@@ -37,6 +37,37 @@ fn routers_train_route_and_evaluate() {
         v["training"]["held_out_accuracy"].as_f64().unwrap() >= 0.99,
         "{v}"
     );
+    // Temperature scaling on the skills' own records: never worse than the current temperature,
+    // written into the router's file.
+    let (ok, out, err) = skillpack(&[
+        &"router",
+        &"calibrate",
+        &"--pack",
+        &pack,
+        &"--router",
+        &"general",
+        &"--data",
+        &data,
+        &"--split",
+        &"train",
+        &"--per-skill",
+        &"4",
+        &"--json",
+    ]);
+    assert!(ok, "{err}");
+    let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(c["records"], 12);
+    assert!(
+        c["nll"].as_f64().unwrap() <= c["nll_before"].as_f64().unwrap(),
+        "{c}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pack.join("routers/general.json")).unwrap())
+            .unwrap();
+    assert!(
+        (saved["temperature"].as_f64().unwrap() - c["temperature"].as_f64().unwrap()).abs() < 1e-6,
+        "{saved} {c}"
+    );
     let (ok, _, err) = skillpack(&[
         &"router",
         &"train",

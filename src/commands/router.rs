@@ -57,6 +57,33 @@ pub enum RouterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set a router's softmax temperature by held-out NLL on the skills' own records (temperature
+    /// scaling): each skill was trained to run at scale 1, so a confident route should give its
+    /// skill a weight near 1 rather than a diluted one. Task data is not used.
+    #[command(
+        after_help = "Example:\n  skillpack router calibrate --pack examples/packs/medical-smollm2 --router general --data data/skills"
+    )]
+    Calibrate {
+        #[arg(long)]
+        pack: PathBuf,
+        /// Router name (default: the pack's default router).
+        #[arg(long)]
+        router: Option<String>,
+        /// Skill data from `skillpack data build`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Which file of each skill: dev (default) or train.
+        #[arg(long, default_value = "dev")]
+        split: String,
+        #[arg(long, default_value_t = 20)]
+        per_skill: usize,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        threads: Option<i32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// A prompt's skill weights under a router.
     Show {
         #[arg(long)]
@@ -176,6 +203,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             threads,
             json,
         } => bench(pack, routers, task, limit, raw, model, threads, json),
+        RouterCommand::Calibrate {
+            pack,
+            router,
+            data,
+            split,
+            per_skill,
+            model,
+            threads,
+            json,
+        } => calibrate(pack, router, data, &split, per_skill, model, threads, json),
         RouterCommand::Show {
             pack,
             router,
@@ -214,9 +251,19 @@ fn skill_samples(
     skills: &[String],
     per_skill: usize,
 ) -> anyhow::Result<Vec<(usize, Record)>> {
+    skill_samples_from(data, "train", skills, per_skill)
+}
+
+/// [`skill_samples`] from `SPLIT.jsonl` of each skill.
+fn skill_samples_from(
+    data: &Path,
+    split: &str,
+    skills: &[String],
+    per_skill: usize,
+) -> anyhow::Result<Vec<(usize, Record)>> {
     let mut out = Vec::new();
     for (k, skill) in skills.iter().enumerate() {
-        let path = data.join(skill).join("train.jsonl");
+        let path = data.join(skill).join(format!("{split}.jsonl"));
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
                 "reading {} (build it with `skillpack data build`)",
@@ -805,6 +852,103 @@ fn soft_labels(
     eprintln!(
         "soft labels for {} records: the record's own skill has the lowest answer loss for {agree}",
         chosen.len()
+    );
+    Ok(())
+}
+
+/// Mean negative log-likelihood of each record's own skill under softmax(logits / t).
+fn label_nll(logits: &[(usize, Vec<f32>)], t: f32) -> f64 {
+    let total: f64 = logits
+        .iter()
+        .map(|(k, l)| -(skillpack_route::router::softmax(l, t)[*k].max(1e-12) as f64).ln())
+        .sum();
+    total / logits.len().max(1) as f64
+}
+
+#[allow(clippy::too_many_arguments)]
+fn calibrate(
+    pack_dir: PathBuf,
+    name: Option<String>,
+    data: PathBuf,
+    split: &str,
+    per_skill: usize,
+    model: Option<PathBuf>,
+    threads: Option<i32>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if split != "dev" && split != "train" {
+        anyhow::bail!("--split must be dev or train, not `{split}`");
+    }
+    let model_path = match model {
+        Some(p) => p,
+        None => super::default_model()?,
+    };
+    let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
+    let pack = Pack::open(&pack_dir)?;
+    let mut router = skillpack_run::load_router(&pack, name.as_deref(), &model, &model_path)?
+        .ok_or_else(|| anyhow::anyhow!("the pack has no router"))?;
+    let spec = pack
+        .router(&router.config.name)
+        .ok_or_else(|| anyhow::anyhow!("router `{}` is not in the pack", router.config.name))?
+        .clone();
+    let skills = router.config.skills.clone();
+    let samples = skill_samples_from(&data, split, &skills, per_skill)?;
+    let prompts: Vec<(String, String)> = samples
+        .iter()
+        .map(|(_, r)| (r.context.clone(), r.query.clone()))
+        .collect();
+    let mut extractor =
+        FeatureExtractor::new(&model, &model_path, router.config.features, threads)?;
+    let features = features_of(&mut extractor, &model, &prompts, "features")?;
+    let logits: Vec<(usize, Vec<f32>)> = samples
+        .iter()
+        .zip(&features)
+        .map(|((k, _), f)| Ok((*k, router.logits(f)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let before = router.config.temperature;
+    // Temperature scaling: a grid fine enough for routing, including the current value.
+    let mut grid: Vec<f32> = (1..=60).map(|i| i as f32 * 0.05).collect();
+    grid.push(before);
+    let best = grid
+        .iter()
+        .copied()
+        .min_by(|a, b| label_nll(&logits, *a).total_cmp(&label_nll(&logits, *b)))
+        .unwrap_or(before);
+    let own_weight = |t: f32| {
+        logits
+            .iter()
+            .map(|(k, l)| skillpack_route::router::softmax(l, t)[*k] as f64)
+            .sum::<f64>()
+            / logits.len().max(1) as f64
+    };
+    let report = serde_json::json!({
+        "router": router.config.name,
+        "records": logits.len(),
+        "split": split,
+        "temperature_before": before,
+        "temperature": best,
+        "nll_before": label_nll(&logits, before),
+        "nll": label_nll(&logits, best),
+        "own_skill_weight_before": own_weight(before),
+        "own_skill_weight": own_weight(best),
+    });
+    router.config.temperature = best;
+    let file = router.save(
+        &pack
+            .dir
+            .join(Path::new(&spec.file).parent().unwrap_or(Path::new(""))),
+    )?;
+    if json {
+        return super::print_json(&report);
+    }
+    println!(
+        "router `{}`: temperature {before} -> {best} on {} {split} records; NLL {:.3} -> {:.3}; mean weight on the record's own skill {:.3} -> {:.3} (saved {file})",
+        router.config.name,
+        logits.len(),
+        report["nll_before"].as_f64().unwrap_or(0.0),
+        report["nll"].as_f64().unwrap_or(0.0),
+        report["own_skill_weight_before"].as_f64().unwrap_or(0.0),
+        report["own_skill_weight"].as_f64().unwrap_or(0.0),
     );
     Ok(())
 }
