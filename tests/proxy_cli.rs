@@ -255,7 +255,7 @@ fn proxy_routes_for_llama_server() {
         (
             body("", false, 99999),
             400,
-            "max_tokens must be within [1, 1024]",
+            "exceeds this server's limit of 1024",
         ),
         ("{\"messages\":".to_string(), 400, "malformed JSON"),
         ("x".repeat(2 << 20), 413, "limit of 1048576 bytes"),
@@ -269,11 +269,17 @@ fn proxy_routes_for_llama_server() {
     }
 
     // The upstream dies mid-stream: the stream ends with an error event naming it, the next
-    // request is a 502, and the proxy itself keeps answering.
+    // request is a 502, and the proxy itself keeps answering. (`ignore_eos` keeps the stream
+    // going for seconds, so the kill lands mid-stream whatever the machine's speed.)
     let url = upstream.url.clone();
     let handle = {
         let chat = chat.clone();
-        std::thread::spawn(move || post_stream(&chat, &body(r#","route":"none""#, true, 400)))
+        std::thread::spawn(move || {
+            post_stream(
+                &chat,
+                &body(r#","route":"none","ignore_eos":true"#, true, 1000),
+            )
+        })
     };
     std::thread::sleep(std::time::Duration::from_millis(1500));
     drop(upstream); // SIGKILL

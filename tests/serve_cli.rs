@@ -45,8 +45,12 @@ fn run_text(
 }
 
 fn chat_body(extra: &str, stream: bool) -> String {
+    chat_body_n(extra, stream, 24)
+}
+
+fn chat_body_n(extra: &str, stream: bool, max_tokens: usize) -> String {
     format!(
-        r#"{{"model":"any","messages":[{{"role":"user","content":"{PROMPT}"}}],"max_tokens":24,"temperature":0,"repeat_penalty":1.0,"stream":{stream}{extra}}}"#
+        r#"{{"model":"any","messages":[{{"role":"user","content":"{PROMPT}"}}],"max_tokens":{max_tokens},"temperature":0,"repeat_penalty":1.0,"stream":{stream}{extra}}}"#
     )
 }
 
@@ -216,7 +220,7 @@ fn serve_faults_are_clean_errors_and_it_keeps_serving() {
             "unknown route `nope` (auto, none, general)",
         ),
         (
-            chat_body(r#","max_tokens":5000"#, false).replace(r#""max_tokens":24,"#, ""),
+            chat_body_n("", false, 5000),
             400,
             "exceeds this server's limit of 1024",
         ),
@@ -243,7 +247,7 @@ fn serve_faults_are_clean_errors_and_it_keeps_serving() {
         use std::io::Read;
         let mut r = client()
             .post(&chat)
-            .body(chat_body(r#","max_tokens":200"#, true).replace(r#""max_tokens":24,"#, ""))
+            .body(chat_body_n("", true, 200))
             .send()
             .unwrap();
         let mut first = [0u8; 64];
@@ -275,9 +279,7 @@ fn serve_faults_are_clean_errors_and_it_keeps_serving() {
             std::thread::spawn(move || {
                 let r = client()
                     .post(&chat)
-                    .body(
-                        chat_body(r#","max_tokens":100"#, false).replace(r#""max_tokens":24,"#, ""),
-                    )
+                    .body(chat_body_n("", false, 100))
                     .send()
                     .unwrap();
                 (
@@ -299,12 +301,7 @@ fn serve_faults_are_clean_errors_and_it_keeps_serving() {
     assert_eq!(s, 200);
     let in_flight = {
         let chat = chat.clone();
-        std::thread::spawn(move || {
-            post(
-                &chat,
-                &chat_body(r#","max_tokens":120"#, false).replace(r#""max_tokens":24,"#, ""),
-            )
-        })
+        std::thread::spawn(move || post(&chat, &chat_body_n("", false, 120)))
     };
     std::thread::sleep(std::time::Duration::from_millis(300));
     let status = server.stop();

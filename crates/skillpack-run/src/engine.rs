@@ -24,6 +24,18 @@ pub enum Mode {
     Auto,
 }
 
+impl Mode {
+    /// The mode's name, as `--mode` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Multi => "multi",
+            Mode::Fused => "fused",
+            Mode::FusedCompressed => "fused-compressed",
+            Mode::Auto => "auto",
+        }
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

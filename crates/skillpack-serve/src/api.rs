@@ -205,16 +205,19 @@ pub struct SkillReport {
 }
 
 impl SkillReport {
-    /// `id=w,id=w` (the `x-skillpack-weights` header).
-    pub fn header_value(&self) -> String {
+    /// The `x-skillpack-weights` header: `id=w,id=w` (3 decimals), or `none`.
+    pub fn header(&self) -> HeaderValue {
         if self.weights.is_empty() {
-            return "none".into();
+            return HeaderValue::from_static("none");
         }
-        self.weights
+        let text = self
+            .weights
             .iter()
             .map(|(s, w)| format!("{s}={w:.3}"))
             .collect::<Vec<_>>()
-            .join(",")
+            .join(",");
+        // Skill ids come from a checked pack manifest; anything unprintable is still refused.
+        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("invalid"))
     }
 }
 

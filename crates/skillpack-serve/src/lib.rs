@@ -107,3 +107,23 @@ pub(crate) fn metrics_response(metrics: &metrics::Metrics) -> Response {
     )
         .into_response()
 }
+
+/// A `text/event-stream` response over `events`, with the applied weights in its header.
+pub(crate) fn sse_response<S>(events: S, report: &SkillReport) -> Response
+where
+    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+{
+    use axum::http::{header, HeaderValue};
+    use futures_util::StreamExt;
+    let mut response = Response::new(axum::body::Body::from_stream(
+        events.map(Ok::<_, std::convert::Infallible>),
+    ));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-skillpack-weights", report.header());
+    response
+}

@@ -109,13 +109,6 @@ impl Metrics {
         self.with(|m| m.cancelled += 1)
     }
 
-    /// Number of cancelled generations so far.
-    pub fn cancelled_count(&self) -> u64 {
-        let mut n = 0;
-        self.with(|m| n = m.cancelled);
-        n
-    }
-
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -15,22 +15,22 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use skillpack_llama::{Backend, ChatMessage, Model, ModelParams};
+use skillpack_llama::{Backend, Model, ModelParams};
 use skillpack_pack::Pack;
 use skillpack_run::select_active;
 
-use crate::api::{content_text, parse_body, sse_data, ApiError, Message, SkillReport, SSE_DONE};
+use crate::api::{parse_body, sse_data, ApiError, SkillReport, SSE_DONE};
 use crate::metrics::Metrics;
-use crate::plan::{skill_choice, Limits, PackView, Prompt, SkillChoice};
+use crate::plan::{plan_chat, plan_completion, Limits, PackView, Prompt, SkillChoice};
 use crate::routing::{prompt_tokens, Routing};
-use crate::slots::check_file;
+use crate::server::Endpoint;
 use crate::ServeError;
 
 /// Everything `skillpack proxy` needs.
@@ -159,7 +159,6 @@ pub fn proxy(cfg: ProxyConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), 
             "give at least one --upstream URL".into(),
         ));
     }
-    check_file(&cfg.model, "model").map_err(ServeError::Invalid)?;
     let pack = Pack::open(&cfg.pack)?;
     pack.check(&skillpack_convert::GgufInfo::open(&cfg.model)?)?;
     let model = Model::load(Backend::get(), &cfg.model, &ModelParams::default())?;
@@ -326,11 +325,11 @@ fn app(state: Arc<ProxyState>) -> axum::Router {
     axum::Router::new()
         .route(
             "/v1/chat/completions",
-            post(|s, b| forward(s, b, "/v1/chat/completions")),
+            post(|s, b| forward(s, b, Endpoint::Chat)),
         )
         .route(
             "/v1/completions",
-            post(|s, b| forward(s, b, "/v1/completions")),
+            post(|s, b| forward(s, b, Endpoint::Completion)),
         )
         .route("/v1/models", get(models))
         .route("/health", get(health))
@@ -340,22 +339,14 @@ fn app(state: Arc<ProxyState>) -> axum::Router {
         .with_state(state)
 }
 
-fn endpoint_label(path: &str) -> &'static str {
-    if path.ends_with("chat/completions") {
-        "chat"
-    } else {
-        "completions"
-    }
-}
-
 async fn forward(
     State(st): State<Arc<ProxyState>>,
     body: Result<Bytes, BytesRejection>,
-    path: &'static str,
+    endpoint: Endpoint,
 ) -> Response {
     let t0 = Instant::now();
-    let label = endpoint_label(path);
-    match forward_inner(&st, body, path, t0).await {
+    let label = endpoint.label();
+    match forward_inner(&st, body, endpoint, t0).await {
         Ok(r) => r,
         Err(e) => {
             st.metrics
@@ -368,37 +359,30 @@ async fn forward(
 async fn forward_inner(
     st: &Arc<ProxyState>,
     body: Result<Bytes, BytesRejection>,
-    path: &'static str,
+    endpoint: Endpoint,
     t0: Instant,
 ) -> Result<Response, ApiError> {
     let bytes = crate::read_body(body, st.max_body)?;
+    // The same checks as `serve` (typed), while the request goes upstream as it came (a map:
+    // fields skillpack does not know are llama-server's business).
+    let plan = match endpoint {
+        Endpoint::Chat => plan_chat(parse_body(&bytes)?, &st.pack, &st.limits)?,
+        Endpoint::Completion => plan_completion(parse_body(&bytes)?, &st.pack, &st.limits)?,
+    };
     let mut request: serde_json::Map<String, serde_json::Value> = parse_body(&bytes)?;
-    let skills = match request.remove("skills") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(
-            serde_json::from_value(v)
-                .map_err(|e| ApiError::invalid("skills", format!("`skills`: {e}")))?,
-        ),
-    };
-    let route = match request.remove("route") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s),
-        Some(_) => return Err(ApiError::invalid("route", "`route` must be a string")),
-    };
-    let choice = skill_choice(skills, route, &st.pack, &st.limits)?;
-    check_max_tokens(&request, &st.limits)?;
-    let stream = request
-        .get("stream")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
+    request.remove("skills");
+    request.remove("route");
+    if !request.contains_key("max_tokens") && !request.contains_key("max_completion_tokens") {
+        request.insert("max_tokens".into(), plan.params.max_tokens.into());
+    }
+    let (choice, stream) = (plan.skills, plan.stream);
     let weights = match &choice {
         SkillChoice::None => None,
         SkillChoice::Manual(w) => Some(w.clone()),
         SkillChoice::Route(name) => {
-            let prompt = route_prompt(&request, path)?;
             let (reply, wait) = tokio::sync::oneshot::channel();
             let job = RouteJob {
-                prompt,
+                prompt: plan.prompt,
                 router: name.clone(),
                 reply,
             };
@@ -470,7 +454,7 @@ async fn forward_inner(
         let guard = InFlight::new(&up.in_flight, &st.metrics);
         let sent = st
             .client
-            .post(format!("{}{path}", up.url))
+            .post(format!("{}{}", up.url, endpoint.path()))
             .json(&request)
             .send()
             .await;
@@ -488,7 +472,7 @@ async fn forward_inner(
             }
         };
         report.upstream = Some(up.url.clone());
-        return relay(st, response, report, stream, path, t0, guard).await;
+        return relay(st, response, report, stream, endpoint, t0, guard).await;
     }
     Err(ApiError::new(
         StatusCode::BAD_GATEWAY,
@@ -531,67 +515,6 @@ impl Drop for InFlight {
     }
 }
 
-fn check_max_tokens(
-    request: &serde_json::Map<String, serde_json::Value>,
-    limits: &Limits,
-) -> Result<(), ApiError> {
-    for field in ["max_tokens", "max_completion_tokens", "n_predict"] {
-        if let Some(v) = request.get(field) {
-            let n = v
-                .as_i64()
-                .ok_or_else(|| ApiError::invalid(field, format!("`{field}` must be an integer")))?;
-            if n < 1 || n as u64 > limits.max_tokens as u64 {
-                return Err(ApiError::invalid(
-                    field,
-                    format!(
-                        "{field} must be within [1, {}] ({n} given; --max-tokens-limit)",
-                        limits.max_tokens
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn route_prompt(
-    request: &serde_json::Map<String, serde_json::Value>,
-    path: &str,
-) -> Result<Prompt, ApiError> {
-    if path.ends_with("chat/completions") {
-        let messages: Vec<Message> = serde_json::from_value(
-            request
-                .get("messages")
-                .cloned()
-                .ok_or_else(|| ApiError::invalid("messages", "`messages` is missing"))?,
-        )
-        .map_err(|e| ApiError::invalid("messages", format!("`messages`: {e}")))?;
-        if messages.is_empty() {
-            return Err(ApiError::invalid("messages", "`messages` is empty"));
-        }
-        let mut out = Vec::new();
-        for (i, m) in messages.iter().enumerate() {
-            out.push(ChatMessage {
-                role: if m.role == "developer" {
-                    "system".into()
-                } else {
-                    m.role.clone()
-                },
-                content: content_text(m, i)?,
-            });
-        }
-        Ok(Prompt::Chat(out))
-    } else {
-        match request.get("prompt") {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Prompt::Text(s.clone())),
-            _ => Err(ApiError::invalid(
-                "prompt",
-                "`prompt` must be a non-empty string",
-            )),
-        }
-    }
-}
-
 /// Upstream error bodies are llama-server's (OpenAI-shaped); keep their message.
 fn upstream_error(url: &str, status: reqwest::StatusCode, body: &[u8]) -> ApiError {
     let message = serde_json::from_slice::<serde_json::Value>(body)
@@ -616,15 +539,13 @@ async fn relay(
     response: reqwest::Response,
     report: SkillReport,
     stream: bool,
-    path: &'static str,
+    endpoint: Endpoint,
     t0: Instant,
     guard: InFlight,
 ) -> Result<Response, ApiError> {
     let url = report.upstream.clone().unwrap_or_default();
-    let label = endpoint_label(path);
+    let label = endpoint.label();
     let status = response.status();
-    let header = HeaderValue::from_str(&report.header_value())
-        .unwrap_or(HeaderValue::from_static("invalid"));
     if !status.is_success() {
         let body = response.bytes().await.unwrap_or_default();
         return Err(upstream_error(&url, status, &body));
@@ -652,7 +573,8 @@ async fn relay(
         drop(guard);
         st.metrics.request(label, 200, t0.elapsed().as_secs_f64());
         let mut r = axum::Json(value).into_response();
-        r.headers_mut().insert("x-skillpack-weights", header);
+        r.headers_mut()
+            .insert("x-skillpack-weights", report.header());
         return Ok(r);
     }
     // Streaming: pass the upstream's events through; a broken upstream becomes an error event.
@@ -693,17 +615,8 @@ async fn relay(
                 }
             }
         },
-    )
-    .map(Ok::<_, std::convert::Infallible>);
-    let mut r = Response::new(Body::from_stream(body));
-    let headers = r.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-skillpack-weights", header);
-    Ok(r)
+    Ok(crate::sse_response(body, &report))
 }
 
 async fn models(State(st): State<Arc<ProxyState>>) -> Response {

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
@@ -24,7 +24,7 @@ use crate::api::{
 };
 use crate::metrics::Metrics;
 use crate::plan::{plan_chat, plan_completion, Limits, PackView, Plan};
-use crate::slots::{check_file, Event, Job, Queue, Slot, SlotConfig};
+use crate::slots::{Event, Job, Queue, Slot, SlotConfig};
 use crate::ServeError;
 
 /// Everything `skillpack serve` needs.
@@ -74,12 +74,19 @@ impl Endpoint {
             Endpoint::Completion => "completions",
         }
     }
+
+    /// The URL path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completion => "/v1/completions",
+        }
+    }
 }
 
 /// Loads the model and pack, starts the slots, and serves until SIGINT/SIGTERM (then finishes
 /// in-flight requests). `on_ready` gets the bound address once requests can be taken.
 pub fn serve(cfg: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
-    check_file(&cfg.model, "model").map_err(ServeError::Invalid)?;
     if cfg.slots == 0 {
         return Err(ServeError::Invalid("--slots must be at least 1".into()));
     }
@@ -343,10 +350,6 @@ impl Reply {
     }
 }
 
-fn weights_header(report: &SkillReport) -> HeaderValue {
-    HeaderValue::from_str(&report.header_value()).unwrap_or(HeaderValue::from_static("invalid"))
-}
-
 async fn full_response(
     st: Arc<AppState>,
     reply: Reply,
@@ -364,7 +367,7 @@ async fn full_response(
                     axum::Json(reply.full(&g.text, g.finish, g.generated_tokens)).into_response();
                 response
                     .headers_mut()
-                    .insert("x-skillpack-weights", weights_header(&reply.report));
+                    .insert("x-skillpack-weights", reply.report.header());
                 return response;
             }
             Some(Event::Error(e)) => {
@@ -394,7 +397,7 @@ fn stream_response(
     events: UnboundedReceiver<Event>,
     t0: Instant,
 ) -> Response {
-    let header = weights_header(&reply.report);
+    let report = reply.report.clone();
     let first = sse_data(&reply.chunk(None, None, true));
     let reply = Arc::new(reply);
     let body = futures_util::stream::once(async move { first })
@@ -435,16 +438,8 @@ fn stream_response(
                 }
             },
         ))
-        .map(Ok::<_, std::convert::Infallible>);
-    let mut response = Response::new(Body::from_stream(body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-skillpack-weights", header);
-    response
+        .map(Bytes::from);
+    crate::sse_response(body, &report)
 }
 
 async fn models(State(st): State<Arc<AppState>>) -> Response {

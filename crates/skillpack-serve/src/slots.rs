@@ -2,7 +2,7 @@
 //! fed from one bounded queue. A slot clears its KV cache for every request, so no cache is
 //! ever reused across two weightings (or two requests).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -119,7 +119,6 @@ pub struct Slot<'m> {
     engine: Option<SkillEngine<'m>>,
     routing: Option<Routing<'m>>,
     mode: Mode,
-    skill_ids: Vec<String>,
 }
 
 impl<'m> Slot<'m> {
@@ -141,12 +140,10 @@ impl<'m> Slot<'m> {
             engine: None,
             routing: None,
             mode: cfg.mode,
-            skill_ids: Vec::new(),
         };
         if let Some(dir) = &cfg.pack {
             let pack = Pack::open(dir).map_err(|e| e.to_string())?;
             slot.routing = Some(Routing::new(model, &pack, &cfg.model_path, cfg.threads)?);
-            slot.skill_ids = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
             slot.engine = Some(SkillEngine::new(model, pack).map_err(|e| e.to_string())?);
         }
         Ok(slot)
@@ -206,14 +203,9 @@ impl<'m> Slot<'m> {
                     .selection
                     .active
                     .iter()
-                    .map(|(i, w)| (self.skill_ids[*i].clone(), *w))
+                    .map(|(i, w)| (engine.pack().manifest.skills[*i].id.clone(), *w))
                     .collect();
-                report.mode = Some(
-                    serde_json::to_value(applied.mode)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
-                );
+                report.mode = Some(applied.mode.as_str().to_string());
             }
             _ => {
                 self.ctx
@@ -276,14 +268,5 @@ impl<'m> Slot<'m> {
         if let Err(e) = result {
             let _ = events.send(Event::Error(e));
         }
-    }
-}
-
-/// Checks that `path` exists before llama.cpp sees it.
-pub fn check_file(path: &Path, what: &str) -> Result<(), String> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(format!("{what} {} is not a file", path.display())),
-        Err(e) => Err(format!("{what} {}: {e}", path.display())),
     }
 }
