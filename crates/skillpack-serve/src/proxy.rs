@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::plan::{plan_chat, plan_completion, Limits, PackView, Prompt, SkillChoice};
 use crate::routing::{prompt_tokens, Routing};
 use crate::server::Endpoint;
+use crate::slots::{next_job, Queue};
 use crate::ServeError;
 
 /// Everything `skillpack proxy` needs.
@@ -142,7 +143,7 @@ struct ProxyState {
     client: reqwest::Client,
     upstreams: Vec<Upstream>,
     next: AtomicUsize,
-    route_tx: Mutex<Option<SyncSender<RouteJob>>>,
+    route_queue: Queue<RouteJob>,
     pack: PackView,
     top_k: usize,
     min_weight: f32,
@@ -193,13 +194,16 @@ pub fn proxy(cfg: ProxyConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), 
     metrics
         .capacity
         .store(upstreams.len() as i64, Ordering::Relaxed);
-    let (route_tx, route_rx) = std::sync::mpsc::sync_channel::<RouteJob>(64);
-    let route_rx = Arc::new(Mutex::new(route_rx));
+    let (route_queue, route_rx) = Queue::new(
+        64,
+        metrics.clone(),
+        "the routing queue is full; retry shortly",
+    );
     let state = Arc::new(ProxyState {
         client,
         upstreams,
         next: AtomicUsize::new(0),
-        route_tx: Mutex::new(Some(route_tx)),
+        route_queue,
         pack: PackView::of(&pack.manifest),
         top_k: pack.manifest.defaults.top_k,
         min_weight: pack.manifest.defaults.min_weight,
@@ -212,15 +216,21 @@ pub fn proxy(cfg: ProxyConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let threads = cfg.route_threads.max(1);
         for i in 0..threads {
-            let (model, pack, cfg, rx, ready_tx) =
-                (&model, &pack, &cfg, route_rx.clone(), ready_tx.clone());
+            let (model, pack, cfg, rx, ready_tx, metrics) = (
+                &model,
+                &pack,
+                &cfg,
+                route_rx.clone(),
+                ready_tx.clone(),
+                &state.metrics,
+            );
             std::thread::Builder::new()
                 .name(format!("route-{i}"))
                 .spawn_scoped(scope, move || {
                     match RouteWorker::new(model, pack, &cfg.model) {
                         Ok(worker) => {
                             let _ = ready_tx.send(Ok(()));
-                            worker.serve(&rx);
+                            worker.serve(&rx, metrics);
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -251,11 +261,7 @@ pub fn proxy(cfg: ProxyConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), 
                     .map_err(ServeError::Io)
             }),
         };
-        state
-            .route_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        state.route_queue.close();
         result
     })
 }
@@ -308,12 +314,8 @@ impl<'m> RouteWorker<'m> {
         })
     }
 
-    fn serve(mut self, rx: &Mutex<Receiver<RouteJob>>) {
-        loop {
-            let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            };
+    fn serve(mut self, rx: &Mutex<Receiver<RouteJob>>, metrics: &Metrics) {
+        while let Some(job) = next_job(rx, metrics) {
             let result = prompt_tokens(self.model, &job.prompt)
                 .and_then(|tokens| self.routing.weights(&job.router, &tokens));
             let _ = job.reply.send(result);
@@ -386,24 +388,7 @@ async fn forward_inner(
                 router: name.clone(),
                 reply,
             };
-            {
-                let guard = st.route_tx.lock().unwrap_or_else(|e| e.into_inner());
-                let tx = guard.as_ref().ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the proxy is shutting down",
-                    )
-                })?;
-                tx.try_send(job).map_err(|_| {
-                    st.metrics.rejected("routing_queue_full");
-                    let mut e = ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the routing queue is full; retry shortly",
-                    );
-                    e.retry_after = Some(1);
-                    e
-                })?;
-            }
+            st.route_queue.submit(job)?;
             Some(wait.await.map_err(|_| {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

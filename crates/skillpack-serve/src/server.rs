@@ -51,7 +51,7 @@ pub struct ServeConfig {
 
 /// State shared by the handlers.
 pub(crate) struct AppState {
-    queue: Queue,
+    queue: Queue<Job>,
     metrics: Arc<Metrics>,
     pack: PackView,
     limits: Limits,
@@ -101,7 +101,11 @@ pub fn serve(cfg: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), 
     };
     let metrics = Arc::new(Metrics::default());
     metrics.capacity.store(cfg.slots as i64, Ordering::Relaxed);
-    let (queue, receiver) = Queue::new(cfg.queue, metrics.clone());
+    let (queue, receiver) = Queue::new(
+        cfg.queue,
+        metrics.clone(),
+        "all slots are busy and the queue is full; retry shortly",
+    );
     let slot_cfg = SlotConfig {
         model_path: cfg.model.clone(),
         pack: cfg.pack.clone(),

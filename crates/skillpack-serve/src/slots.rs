@@ -55,27 +55,35 @@ pub struct SlotConfig {
     pub mode: Mode,
 }
 
-/// The sending side of the slots' queue.
-pub struct Queue {
-    tx: Mutex<Option<SyncSender<Job>>>,
+/// The sending side of a bounded queue of work for worker threads (slots, or the proxy's
+/// routing threads); its depth is the `skillpack_queue_depth` gauge.
+pub struct Queue<J> {
+    tx: Mutex<Option<SyncSender<J>>>,
     metrics: Arc<Metrics>,
+    /// The 503 message when the queue is full.
+    full: &'static str,
 }
 
-impl Queue {
-    /// A queue holding up to `capacity` waiting requests, and its receiving side for the slots.
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Self, Arc<Mutex<Receiver<Job>>>) {
+impl<J> Queue<J> {
+    /// A queue holding up to `capacity` waiting jobs, and its receiving side for the workers.
+    pub fn new(
+        capacity: usize,
+        metrics: Arc<Metrics>,
+        full: &'static str,
+    ) -> (Self, Arc<Mutex<Receiver<J>>>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
         (
             Queue {
                 tx: Mutex::new(Some(tx)),
                 metrics,
+                full,
             },
             Arc::new(Mutex::new(rx)),
         )
     }
 
     /// Queues `job`, or answers 503 with `Retry-After` when the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+    pub fn submit(&self, job: J) -> Result<(), ApiError> {
         let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = guard.as_ref() else {
             self.metrics.rejected("shutting_down");
@@ -90,10 +98,7 @@ impl Queue {
             Err(e) => {
                 self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
                 let (reason, message) = match e {
-                    TrySendError::Full(_) => (
-                        "queue_full",
-                        "all slots are busy and the queue is full; retry shortly",
-                    ),
+                    TrySendError::Full(_) => ("queue_full", self.full),
                     TrySendError::Disconnected(_) => {
                         ("shutting_down", "the server is shutting down")
                     }
@@ -106,10 +111,18 @@ impl Queue {
         }
     }
 
-    /// Stops taking requests; slots finish what is queued, then exit.
+    /// Stops taking requests; workers finish what is queued, then exit.
     pub fn close(&self) {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
+}
+
+/// The next job for a worker, counted out of the queue depth; `None` once the queue is closed
+/// and drained.
+pub fn next_job<J>(rx: &Mutex<Receiver<J>>, metrics: &Metrics) -> Option<J> {
+    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv().ok()?;
+    metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    Some(job)
 }
 
 /// One slot's state: a context and the pack's skills and routers for it.
@@ -151,15 +164,7 @@ impl<'m> Slot<'m> {
 
     /// Serves requests from `queue` until it closes.
     pub fn serve(mut self, queue: &Mutex<Receiver<Job>>, metrics: &Metrics) {
-        loop {
-            let job = {
-                let rx = queue.lock().unwrap_or_else(|e| e.into_inner());
-                match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
-                }
-            };
-            metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        while let Some(job) = next_job(queue, metrics) {
             if job.events.is_closed() {
                 // The client left while the request was queued.
                 metrics.cancelled();
