@@ -18,6 +18,23 @@ fn tune_allocator() {
     }
 }
 
+/// The error and its causes on one line, leaving out a cause whose text the message already
+/// carries (library errors often print their source themselves).
+fn error_message(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
 fn main() -> std::process::ExitCode {
     tune_allocator();
     let cli = commands::Cli::parse();
@@ -25,7 +42,7 @@ fn main() -> std::process::ExitCode {
     match commands::dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_message(&err));
             std::process::ExitCode::FAILURE
         }
     }

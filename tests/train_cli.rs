@@ -65,8 +65,53 @@ fn metric_lines(out: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A small deterministic generator for the kill schedule (xorshift64*).
+struct Schedule(u64);
+
+impl Schedule {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// The checkpoint a resume would read, if any, must be complete: its state parses and its
+/// tensors file is a whole safetensors file.
+fn assert_checkpoint_whole(out: &Path) {
+    for name in ["checkpoint", "checkpoint.old"] {
+        let dir = out.join(name);
+        if !dir.join("state.json").is_file() {
+            continue;
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap())
+                .unwrap_or_else(|e| panic!("{name}/state.json is half-written: {e}"));
+        assert!(state["step"].as_u64().unwrap().is_multiple_of(5));
+        let tensors = std::fs::read(dir.join("state.safetensors")).unwrap();
+        safetensors::SafeTensors::deserialize(&tensors)
+            .unwrap_or_else(|e| panic!("{name}/state.safetensors is half-written: {e}"));
+        return;
+    }
+}
+
 #[test]
 fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
+    // Kill points are random (step and moment within it, checkpoint writes included); the seed
+    // is printed and can be replayed with SKILLPACK_KILL_SEED.
+    let seed = std::env::var("SKILLPACK_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("kill schedule seed {seed}");
+    let mut schedule = Schedule(seed);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data.jsonl");
     write_data(&data);
@@ -74,22 +119,31 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
     let status = train(&data, &straight, false).status().unwrap();
     assert!(status.success());
 
-    let mut child = train(&data, &killed, false).spawn().unwrap();
-    let started = Instant::now();
-    while metric_lines(&killed) < 13 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "training made no progress"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "training ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    let mut resumed_from = Vec::new();
+    for kill in 0..3 {
+        let mut child = train(&data, &killed, kill > 0).spawn().unwrap();
+        let target = (metric_lines(&killed) + 1 + schedule.below(10) as usize).min(36);
+        let started = Instant::now();
+        while metric_lines(&killed) < target {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "training made no progress"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "training ended before it could be killed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Anywhere inside the next step (a step here takes tens of milliseconds).
+        std::thread::sleep(Duration::from_millis(schedule.below(40)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let done = metric_lines(&killed);
+        assert_checkpoint_whole(&killed);
+        resumed_from.push(done);
+        println!("kill {}: SIGKILL after {done} steps", kill + 1);
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let done = metric_lines(&killed);
     let out = train(&data, &killed, true).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -98,7 +152,8 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
         .find_map(|l| l.strip_prefix("resumed at step "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no resume line in {stderr}"));
-    println!("killed after {done} steps, resumed at step {resumed_at}");
+    let done = *resumed_from.last().unwrap();
+    println!("resumed at step {resumed_at} after the last kill at {done}");
     assert!(
         done - resumed_at <= 5,
         "lost more than one checkpoint interval ({done} -> {resumed_at})"
@@ -109,7 +164,7 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
         let b = std::fs::read(killed.join(file)).unwrap();
         assert!(
             a == b,
-            "{file} differs between the uninterrupted and the resumed run"
+            "{file} differs between the uninterrupted and the resumed run (seed {seed})"
         );
     }
     assert!(straight.join("loss.svg").is_file());

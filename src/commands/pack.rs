@@ -163,6 +163,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 )?
                 .bytes
             } else {
+                // Checked under the user's file name before it is copied into the pack.
+                GgufInfo::open(&adapter)?;
                 std::fs::read(&adapter).with_context(|| format!("reading {}", adapter.display()))?
             };
             let spec = pack

@@ -25,6 +25,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.prompt.trim().is_empty(),
+        "the prompt is empty: give the question as the last argument"
+    );
     with_session(&args.session, |s| {
         let tokens = if args.raw {
             s.model.tokenize(&args.prompt, true, true)?

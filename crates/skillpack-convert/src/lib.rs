@@ -54,3 +54,12 @@ pub fn architecture_permutes_qk(architecture: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+/// A candle error's message without the backtrace candle attaches when `RUST_BACKTRACE` is
+/// set: users see what was wrong with their file, not candle's stack.
+pub fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        other => other.to_string(),
+    }
+}

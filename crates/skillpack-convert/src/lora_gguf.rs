@@ -122,19 +122,20 @@ impl LoraFile {
             path: path.into(),
             source,
         })?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| gguf_err(e.to_string()))?;
+        let content =
+            gguf_file::Content::read(&mut file).map_err(|e| gguf_err(crate::candle_message(&e)))?;
         let mut load = |name: &str| -> Result<Matrix> {
             let t = content
                 .tensor(&mut file, name, &Device::Cpu)
                 .and_then(|q| q.dequantize(&Device::Cpu))
-                .map_err(|e| gguf_err(format!("tensor `{name}`: {e}")))?;
+                .map_err(|e| gguf_err(format!("tensor `{name}`: {}", crate::candle_message(&e))))?;
             let (rows, cols) = t
                 .dims2()
-                .map_err(|e| gguf_err(format!("tensor `{name}`: {e}")))?;
+                .map_err(|e| gguf_err(format!("tensor `{name}`: {}", crate::candle_message(&e))))?;
             let data = t
                 .flatten_all()
                 .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| gguf_err(format!("tensor `{name}`: {e}")))?;
+                .map_err(|e| gguf_err(format!("tensor `{name}`: {}", crate::candle_message(&e))))?;
             Ok(Matrix { rows, cols, data })
         };
         let mut pairs = BTreeMap::new();

@@ -92,13 +92,8 @@ impl Pack {
             path: path.clone(),
             reason: format!("cannot read: {e}"),
         })?;
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| PackError::Manifest {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        manifest
-            .validate()
-            .map_err(|reason| PackError::Manifest { path, reason })?;
+        let manifest =
+            Manifest::parse(&text).map_err(|reason| PackError::Manifest { path, reason })?;
         Ok(Pack {
             dir: dir.into(),
             manifest,
@@ -165,15 +160,7 @@ impl Pack {
         base: &GgufInfo,
     ) -> Result<&SkillSpec> {
         self.check_base(base)?;
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(PackError::Invalid(format!(
-                "skill id `{id}` must be non-empty ASCII letters, digits, `_` or `-`"
-            )));
-        }
+        manifest::check_skill_id(id).map_err(PackError::Invalid)?;
         let rel = format!("skills/{id}.gguf");
         let path = self.dir.join(&rel);
         std::fs::create_dir_all(self.dir.join("skills")).map_err(|source| ConvertError::Io {

@@ -95,22 +95,72 @@ pub struct RouterSpec {
     pub features: String,
 }
 
+/// A skill id is non-empty ASCII letters, digits, `_` or `-` (it appears in `--skills a=1,b=2`,
+/// file names and metric labels).
+pub fn check_skill_id(id: &str) -> std::result::Result<(), String> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "skill id `{id}` must be non-empty ASCII letters, digits, `_` or `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `path` (from a manifest) stays inside the pack directory: relative, no `..`.
+fn inside_pack(path: &str) -> bool {
+    let p = std::path::Path::new(path);
+    !path.is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 impl Manifest {
-    /// Internal consistency: unique skill ids, non-empty fields, sane defaults.
+    /// Parses and validates the text of a `pack.toml`.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Internal consistency: unique skill and router ids, files inside the pack, a default
+    /// router that exists, sane defaults.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let mut seen = std::collections::BTreeSet::new();
         for s in &self.skills {
+            check_skill_id(&s.id)?;
             if !seen.insert(&s.id) {
                 return Err(format!("skill id `{}` appears twice", s.id));
             }
-            if s.adapter.is_empty() || s.adapter.contains("..") {
+            if !inside_pack(&s.adapter) {
                 return Err(format!(
                     "skill `{}`: adapter path `{}` must be inside the pack",
                     s.id, s.adapter
                 ));
             }
         }
-        if self.defaults.temperature.is_nan() || self.defaults.temperature <= 0.0 {
+        let mut routers = std::collections::BTreeSet::new();
+        for r in &self.routers {
+            if !routers.insert(&r.name) {
+                return Err(format!("router `{}` appears twice", r.name));
+            }
+            if !inside_pack(&r.file) {
+                return Err(format!(
+                    "router `{}`: file `{}` must be inside the pack",
+                    r.name, r.file
+                ));
+            }
+        }
+        if !self.defaults.router.is_empty() && !routers.contains(&self.defaults.router) {
+            return Err(format!(
+                "defaults.router `{}` is not one of the pack's routers",
+                self.defaults.router
+            ));
+        }
+        if !self.defaults.temperature.is_finite() || self.defaults.temperature <= 0.0 {
             return Err(format!(
                 "defaults.temperature must be > 0, got {}",
                 self.defaults.temperature

@@ -28,7 +28,7 @@ pub enum RouteError {
 
 impl From<candle_core::Error> for RouteError {
     fn from(e: candle_core::Error) -> Self {
-        RouteError::Invalid(e.to_string())
+        RouteError::Invalid(skillpack_convert::candle_message(&e))
     }
 }
 

@@ -74,10 +74,13 @@ impl Router {
         if d == 0 || self.config.skills.is_empty() {
             return Err("router has no features or no skills".into());
         }
+        let Some(kd) = k.checked_mul(d) else {
+            return Err(format!("{k} outputs × {d} features overflow"));
+        };
         for (name, len, want) in [
             ("feature_mean", self.feature_mean.len(), d),
             ("feature_std", self.feature_std.len(), d),
-            ("weight", self.weight.len(), k * d),
+            ("weight", self.weight.len(), kd),
             ("bias", self.bias.len(), k),
         ] {
             if len != want {
@@ -147,7 +150,16 @@ impl Router {
         if !(t > 0.0 && t.is_finite()) {
             return Err(RouteError::Invalid(format!("temperature {t} must be > 0")));
         }
-        Ok(softmax(&self.logits(features)?, t))
+        let p = softmax(&self.logits(features)?, t);
+        // Finite tensors can still overflow (huge weights, a tiny temperature): refuse rather
+        // than hand NaN scales to llama.cpp.
+        if p.iter().any(|v| !v.is_finite()) {
+            return Err(RouteError::Invalid(format!(
+                "router `{}` gives non-finite scores for this prompt (overflow at temperature {t})",
+                self.config.name
+            )));
+        }
+        Ok(p)
     }
 
     /// Weight per skill id (the "no skill" mass dropped, times the gain).
@@ -220,13 +232,20 @@ impl Router {
     /// validating every tensor.
     pub fn load(weights_path: &Path) -> Result<Self> {
         let json_path: PathBuf = weights_path.with_extension("json");
-        let text = std::fs::read_to_string(&json_path)
-            .map_err(|e| file_error(&json_path, e.to_string()))?;
-        let config: RouterConfig = serde_json::from_str(&text)
-            .map_err(|e| file_error(&json_path, format!("not a router config: {e}")))?;
+        let config =
+            std::fs::read(&json_path).map_err(|e| file_error(&json_path, e.to_string()))?;
         let bytes =
             std::fs::read(weights_path).map_err(|e| file_error(weights_path, e.to_string()))?;
-        let st = SafeTensors::deserialize(&bytes)
+        Self::from_bytes(&config, &bytes, weights_path)
+    }
+
+    /// Parses a router from the bytes of its JSON config and safetensors weights; errors name
+    /// `weights_path` (and the `.json` beside it).
+    pub fn from_bytes(config: &[u8], bytes: &[u8], weights_path: &Path) -> Result<Self> {
+        let json_path: PathBuf = weights_path.with_extension("json");
+        let config: RouterConfig = serde_json::from_slice(config)
+            .map_err(|e| file_error(&json_path, format!("not a router config: {e}")))?;
+        let st = SafeTensors::deserialize(bytes)
             .map_err(|e| file_error(weights_path, format!("not a safetensors file: {e}")))?;
         let read = |name: &str| -> Result<Vec<f32>> {
             let t = st

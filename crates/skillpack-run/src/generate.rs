@@ -66,7 +66,7 @@ pub fn generate_until(
     }
     if prompt.len() + params.max_tokens > ctx.n_ctx() {
         return Err(crate::RunError::Invalid(format!(
-            "prompt ({} tokens) + max tokens ({}) exceed the context ({})",
+            "prompt ({} tokens) + max tokens ({}) exceed the context of {} tokens (--ctx-size)",
             prompt.len(),
             params.max_tokens,
             ctx.n_ctx()

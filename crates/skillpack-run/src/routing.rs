@@ -23,15 +23,12 @@ pub fn load_router(
         None => pack.manifest.defaults.router.clone(),
     };
     let spec = pack.router(&name).ok_or_else(|| {
-        RunError::Invalid(format!(
-            "the pack has no router `{name}` (routers: {})",
-            pack.manifest
-                .routers
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
+        let names: Vec<&str> = pack.manifest.routers.iter().map(|r| r.name.as_str()).collect();
+        RunError::Invalid(if names.is_empty() {
+            format!("the pack has no router `{name}`: it has no routers (train one with `skillpack router train`)")
+        } else {
+            format!("the pack has no router `{name}` (routers: {})", names.join(", "))
+        })
     })?;
     let router = Router::load(&pack.dir.join(&spec.file))?;
     let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();

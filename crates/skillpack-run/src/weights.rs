@@ -4,6 +4,9 @@ use skillpack_pack::Manifest;
 
 use crate::{Result, RunError};
 
+/// Largest manual skill weight accepted (`--skills`, the server's `skills`).
+pub const MAX_SKILL_WEIGHT: f32 = 4.0;
+
 /// Parses `id=weight,id=weight` into one weight per skill of the pack (unnamed skills get 0).
 pub fn parse_skill_weights(spec: &str, manifest: &Manifest) -> Result<Vec<f32>> {
     let mut weights = vec![0.0; manifest.skills.len()];
@@ -15,9 +18,11 @@ pub fn parse_skill_weights(spec: &str, manifest: &Manifest) -> Result<Vec<f32>> 
             .trim()
             .parse()
             .map_err(|_| RunError::Invalid(format!("`{part}`: weight `{w}` is not a number")))?;
-        if !w.is_finite() {
+        // As the server's `skills` field: each skill was trained to run at scale 1, so weights
+        // are mixture weights; a negative one would subtract a skill.
+        if !w.is_finite() || !(0.0..=MAX_SKILL_WEIGHT).contains(&w) {
             return Err(RunError::Invalid(format!(
-                "`{part}`: weight must be finite"
+                "`{part}`: weight must be within [0, {MAX_SKILL_WEIGHT}] ({w} given)"
             )));
         }
         let i = manifest

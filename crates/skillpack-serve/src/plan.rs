@@ -3,7 +3,7 @@
 
 use skillpack_llama::{ChatMessage, SamplerParams};
 use skillpack_pack::Manifest;
-use skillpack_run::GenerateParams;
+use skillpack_run::{GenerateParams, MAX_SKILL_WEIGHT};
 
 use crate::api::{
     content_text, ApiError, ChatRequest, CommonFields, CompletionRequest, SkillsField,
@@ -255,10 +255,10 @@ pub fn skill_choice(
                     ),
                 )
             })?;
-            if !w.is_finite() || !(0.0..=4.0).contains(&w) {
+            if !w.is_finite() || !(0.0..=f64::from(MAX_SKILL_WEIGHT)).contains(&w) {
                 return Err(ApiError::invalid(
                     "skills",
-                    format!("weight of `{id}` must be within [0, 4] ({w} given)"),
+                    format!("weight of `{id}` must be within [0, {MAX_SKILL_WEIGHT}] ({w} given)"),
                 ));
             }
             weights[i] = w as f32;

@@ -153,12 +153,28 @@ struct ProxyState {
     metrics: Arc<Metrics>,
 }
 
+/// Checks an `--upstream`: an `http://` or `https://` URL with a host.
+fn check_upstream_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        format!("--upstream `{url}` is not a URL ({e}): give e.g. http://127.0.0.1:8081")
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(format!(
+            "--upstream `{url}` must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8081"
+        ));
+    }
+    Ok(())
+}
+
 /// Connects to the upstreams, loads the model for routing, and proxies until SIGINT/SIGTERM.
 pub fn proxy(cfg: ProxyConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     if cfg.upstreams.is_empty() {
         return Err(ServeError::Invalid(
             "give at least one --upstream URL".into(),
         ));
+    }
+    for url in &cfg.upstreams {
+        check_upstream_url(url).map_err(ServeError::Invalid)?;
     }
     let pack = Pack::open(&cfg.pack)?;
     pack.check(&skillpack_convert::GgufInfo::open(&cfg.model)?)?;

@@ -43,15 +43,46 @@ pub struct Example {
 
 /// Reads a JSONL file of records.
 pub fn read_jsonl(path: &Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| TrainError::Input(format!("{}:{}: {e}", path.display(), i + 1)))
-        })
-        .collect()
+    if path.is_dir() {
+        return Err(TrainError::Input(format!(
+            "{}: is a directory, not a JSONL file",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    parse_jsonl(&bytes, &path.display().to_string())
+}
+
+/// Parses JSONL records (`name` labels errors, which give the 1-based line): one JSON object
+/// per non-blank line, UTF-8, with non-empty `query` and `output`. No records at all is an error.
+pub fn parse_jsonl(bytes: &[u8], name: &str) -> Result<Vec<Record>> {
+    let at = |line: usize, why: String| TrainError::Input(format!("{name}:{line}: {why}"));
+    let mut records = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = std::str::from_utf8(line).map_err(|e| {
+            at(
+                i + 1,
+                format!(
+                    "not UTF-8 text (invalid byte at column {})",
+                    e.valid_up_to() + 1
+                ),
+            )
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record = serde_json::from_str(line).map_err(|e| at(i + 1, e.to_string()))?;
+        for (field, value) in [("query", &record.query), ("output", &record.output)] {
+            if value.trim().is_empty() {
+                return Err(at(i + 1, format!("field `{field}` is empty")));
+            }
+        }
+        records.push(record);
+    }
+    if records.is_empty() {
+        return Err(TrainError::Input(format!("{name}: no records")));
+    }
+    Ok(records)
 }
 
 /// The prompt ids inference feeds for `record` (chat template with the assistant prefix).

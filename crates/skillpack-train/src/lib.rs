@@ -17,7 +17,7 @@ use std::path::Path;
 pub use adalora::{orthogonal_regularization, AdaLoraSchedule, RankAllocator, TripletView};
 pub use adapter::{LoraModule, Method};
 pub use config::LlamaConfig;
-pub use data::{bucketed_batches, prompt_ids, read_jsonl, tokenize, Example, Record};
+pub use data::{bucketed_batches, parse_jsonl, prompt_ids, read_jsonl, tokenize, Example, Record};
 pub use mixture::{mean_hidden, train_router, MixModule, Mixture, RouterTrainConfig, TrainedHead};
 pub use model::{Llama, ModuleKey};
 pub use ops::frozen_linear;
