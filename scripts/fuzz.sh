@@ -41,7 +41,7 @@ export SKILLPACK_FUZZ_MODEL=$PWD/$MODEL
 echo "== seeds and assets" >&2
 cargo run --release --locked --quiet --example fuzz_seeds -- fuzz >&2
 echo "== building the fuzz targets" >&2
-cargo $TOOLCHAIN fuzz build -O >&2
+cargo $TOOLCHAIN fuzz build -O -a >&2
 
 LOGS=fuzz/logs
 mkdir -p "$LOGS"
@@ -49,11 +49,11 @@ fuzz_one() {
   local target=$1
   local log=$LOGS/$target.log
   if [ -d "fuzz/regressions/$target" ]; then
-    cargo $TOOLCHAIN fuzz run -O "$target" "fuzz/regressions/$target" -- -runs=0 >"$log.regressions" 2>&1 ||
+    cargo $TOOLCHAIN fuzz run -O -a "$target" "fuzz/regressions/$target" -- -runs=0 >"$log.regressions" 2>&1 ||
       { echo "$target: a regression input fails again (see $log.regressions)" >&2; return 1; }
   fi
   local start=$SECONDS status=0
-  cargo $TOOLCHAIN fuzz run -O "$target" -- \
+  cargo $TOOLCHAIN fuzz run -O -a "$target" -- \
     -max_total_time="$SECONDS_EACH" -runs="$RUNS" -rss_limit_mb="$RSS_MB" \
     -malloc_limit_mb="$RSS_MB" -max_len=65536 -timeout=30 -print_final_stats=1 >"$log" 2>&1 || status=$?
   local execs rss crashes

@@ -25,5 +25,8 @@ fuzz_target!(|data: &[u8]| {
         vocab_only: true,
         ..Default::default()
     };
-    let _ = Model::load(assets.backend, &path, &vocab_only);
+    if Model::load(assets.backend, &path, &vocab_only).is_ok() {
+        // What `skillpack run` does: the whole model, tensors included.
+        let _ = Model::load(assets.backend, &path, &ModelParams::default());
+    }
 });

@@ -520,6 +520,28 @@ impl Trainer {
         Ok(())
     }
 
+    /// Drops the lines of `metrics.jsonl` past `step` (and any line a kill cut short).
+    fn drop_metrics_after(&self, step: usize) -> Result<()> {
+        let metrics = self.out_dir.join("metrics.jsonl");
+        if let Ok(text) = std::fs::read_to_string(&metrics) {
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<StepMetrics>(l)
+                        .map(|m| m.step <= step)
+                        .unwrap_or(false)
+                })
+                .collect();
+            let body = if kept.is_empty() {
+                String::new()
+            } else {
+                kept.join("\n") + "\n"
+            };
+            skillpack_convert::write_atomic(&metrics, body.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Restores the state of the checkpoint in the output directory; the configuration must match.
     pub fn resume(&mut self) -> Result<bool> {
         let mut dir = self.checkpoint_dir();
@@ -527,6 +549,8 @@ impl Trainer {
             // A crash between the two renames leaves only the previous checkpoint.
             dir = self.out_dir.join("checkpoint.old");
             if !dir.join("state.json").is_file() {
+                // Killed before the first checkpoint: the run starts over, so must its metrics.
+                self.drop_metrics_after(0)?;
                 return Ok(false);
             }
         }
@@ -567,23 +591,7 @@ impl Trainer {
         self.adam_t = state.adam_t;
         self.step = state.step;
         // Metrics after the checkpoint are replayed: drop the lines past it.
-        let metrics = self.out_dir.join("metrics.jsonl");
-        if let Ok(text) = std::fs::read_to_string(&metrics) {
-            let kept: Vec<&str> = text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<StepMetrics>(l)
-                        .map(|m| m.step <= self.step)
-                        .unwrap_or(false)
-                })
-                .collect();
-            let body = if kept.is_empty() {
-                String::new()
-            } else {
-                kept.join("\n") + "\n"
-            };
-            skillpack_convert::write_atomic(&metrics, body.as_bytes())?;
-        }
+        self.drop_metrics_after(self.step)?;
         Ok(true)
     }
 }
