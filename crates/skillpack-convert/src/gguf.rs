@@ -58,11 +58,22 @@ fn scalar_size(value_type: u32) -> Option<u64> {
 }
 
 impl<R: Read + Seek> HeaderWalk<'_, R> {
+    fn io_error(&self, e: std::io::Error) -> String {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            format!(
+                "the header runs past the end of the file ({} bytes): truncated?",
+                self.file_size
+            )
+        } else {
+            format!("reading the header: {e}")
+        }
+    }
+
     fn bytes<const N: usize>(&mut self) -> std::result::Result<[u8; N], String> {
         let mut b = [0u8; N];
         self.reader
             .read_exact(&mut b)
-            .map_err(|e| format!("header: {e}"))?;
+            .map_err(|e| self.io_error(e))?;
         Ok(b)
     }
 
@@ -82,15 +93,16 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
         let here = self
             .reader
             .stream_position()
-            .map_err(|e| format!("header: {e}"))?;
+            .map_err(|e| self.io_error(e))?;
         if n > self.file_size.saturating_sub(here) {
             return Err(format!(
-                "header: {n} bytes declared at byte {here}, past the end of the file"
+                "the header declares {n} bytes at byte {here}, past the end of the file ({} bytes): truncated?",
+                self.file_size
             ));
         }
         self.reader
             .seek(std::io::SeekFrom::Current(n as i64))
-            .map_err(|e| format!("header: {e}"))?;
+            .map_err(|e| self.io_error(e))?;
         Ok(())
     }
 
@@ -103,7 +115,8 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
                 let n = self.length()?;
                 self.skip(n)
             }
-            9 if depth < 4 => {
+            // candle's reader allows 64 levels; the walk must reach as far as it does.
+            9 if depth < 64 => {
                 let elem = self.u32()?;
                 let count = self.length()?;
                 match scalar_size(elem) {
@@ -134,9 +147,7 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
             let is_alignment = if (KEY.len() as u64..=64).contains(&key_len) {
                 let mut key = [0u8; 64];
                 let key = &mut key[..key_len as usize];
-                self.reader
-                    .read_exact(key)
-                    .map_err(|e| format!("header: {e}"))?;
+                self.reader.read_exact(key).map_err(|e| self.io_error(e))?;
                 let end = key.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
                 &key[..end] == KEY
             } else {
@@ -157,7 +168,7 @@ impl<R: Read + Seek> HeaderWalk<'_, R> {
             let mut b = [0u8; 8];
             self.reader
                 .read_exact(&mut b[..4])
-                .map_err(|e| format!("header: {e}"))?;
+                .map_err(|e| self.io_error(e))?;
             let value = u64::from_le_bytes(b);
             if !value.is_power_of_two() {
                 return Err(format!(
