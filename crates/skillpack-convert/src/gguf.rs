@@ -242,6 +242,13 @@ impl GgufInfo {
                         "tensor `{name}`: dimensions {dims:?} are larger than the file could hold"
                     ))
                 })?;
+            // candle would build a typed slice over an empty, unaligned buffer for it (found by
+            // fuzzing), and no real model or adapter has one.
+            if elems == 0 {
+                return Err(gguf_err(format!(
+                    "tensor `{name}` has no elements (dimensions {dims:?})"
+                )));
+            }
             let block = info.ggml_dtype.block_size() as u64;
             if elems % block != 0 {
                 return Err(gguf_err(format!(
