@@ -142,7 +142,7 @@ fn every_command_refuses_bad_input_with_a_clear_message() {
     std::fs::create_dir(&peft_dir).unwrap();
 
     let m: &dyn AsRef<OsStr> = &model;
-    let cases = vec![
+    let mut cases = vec![
         // convert
         case(
             "convert",
@@ -474,6 +474,21 @@ fn every_command_refuses_bad_input_with_a_clear_message() {
             &["missing.gguf/pack.toml"],
         ),
     ];
+
+    // Permission bits do not stop root (as in CI containers); elsewhere, an unreadable file.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let locked = t.join("locked.gguf");
+        std::fs::copy(&model, &locked).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        cases.push(case(
+            "inspect",
+            "unreadable file",
+            &[&"inspect", &locked],
+            &["locked.gguf", "Permission denied"],
+        ));
+    }
 
     let mut failures = Vec::new();
     println!("| command | mistake | message |\n|---|---|---|");
