@@ -214,6 +214,46 @@ pub fn check_adapter_header(
     })
 }
 
+/// The vocabulary checks llama.cpp makes with `GGML_ASSERT` (aborting the process) rather than
+/// an error: token strings must be unique (an empty token counts as `[EMPTY_<id>]`, as llama.cpp
+/// renames it), and RWKV vocabularies, whose newline lookup asserts, are not taken.
+fn check_vocabulary(ctx: &GgufCtx) -> Result<(), String> {
+    if let Some(id) = ctx.find("tokenizer.ggml.model") {
+        if ctx.kv_type(id) == sys::GGUF_TYPE_STRING && ctx.string(id) == "rwkv" {
+            return Err("tokenizer.ggml.model `rwkv`: RWKV vocabularies are not supported".into());
+        }
+    }
+    let Some(id) = ctx.find("tokenizer.ggml.tokens") else {
+        return Ok(()); // llama.cpp reports a missing vocabulary itself
+    };
+    // SAFETY: valid context, `id` from gguf_find_key; array accessors are used only after the
+    // types were checked, and each returned string lives as long as the context.
+    unsafe {
+        if sys::gguf_get_kv_type(ctx.0, id) != sys::GGUF_TYPE_ARRAY
+            || sys::gguf_get_arr_type(ctx.0, id) != sys::GGUF_TYPE_STRING
+        {
+            return Ok(()); // llama.cpp refuses it with an error, not an abort
+        }
+        let n = sys::gguf_get_arr_n(ctx.0, id);
+        let mut seen = std::collections::HashMap::with_capacity(n);
+        for i in 0..n {
+            let text = CStr::from_ptr(sys::gguf_get_arr_str(ctx.0, id, i)).to_bytes();
+            let key = if text.is_empty() {
+                format!("[EMPTY_{i}]").into_bytes()
+            } else {
+                text.to_vec()
+            };
+            if let Some(first) = seen.insert(key, i) {
+                return Err(format!(
+                    "tokenizer.ggml.tokens: token `{}` appears at ids {first} and {i}; llama.cpp needs every token once",
+                    String::from_utf8_lossy(text)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `file` holds a GGUF model (not an adapter) that llama.cpp's loader can parse;
 /// returns its `general.architecture`.
 pub(crate) fn check_model_file(file: &mut CFile) -> Result<String, String> {
@@ -233,6 +273,7 @@ pub(crate) fn check_model_file(file: &mut CFile) -> Result<String, String> {
             return Err("this GGUF is an adapter, not a model".into());
         }
     }
+    check_vocabulary(&ctx)?;
     let id = ctx
         .find("general.architecture")
         .ok_or("missing key `general.architecture`")?;
