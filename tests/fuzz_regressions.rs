@@ -57,9 +57,9 @@ fn an_overflowing_router_refuses_to_route() {
 
 /// GGUF files that crashed the `gguf` target: headers that made candle's reader panic
 /// (`general.alignment` 0 divided by zero; a tensor without elements built a typed slice over an
-/// empty, unaligned buffer) and a model whose vocabulary repeats a token, on which llama.cpp's
-/// loader aborts (`GGML_ASSERT(id_to_token.size() == token_to_id.size())`). Each must be refused
-/// with an error naming the file before llama.cpp sees it.
+/// empty, unaligned buffer), and models on which llama.cpp's loader aborts with `GGML_ASSERT`: a
+/// repeated vocabulary token, a block count over 512. Each must be refused with an error naming the
+/// file before llama.cpp sees it.
 #[test]
 fn malformed_ggufs_are_refused_without_panicking_or_aborting() {
     let backend = skillpack_llama::Backend::get();

@@ -214,6 +214,91 @@ pub fn check_adapter_header(
     })
 }
 
+/// llama.cpp's limits (llama-hparams.h).
+const LLAMA_MAX_LAYERS: u64 = 512;
+const LLAMA_MAX_EXPERTS: u64 = 1024;
+
+impl GgufCtx {
+    /// An unsigned integer value (or, for an array of them, the largest), when the key holds one;
+    /// other types are left to llama.cpp, which refuses them with an error.
+    fn uint(&self, key: &str) -> Option<u64> {
+        let id = self.find(key)?;
+        // SAFETY: types are checked before each typed accessor.
+        unsafe {
+            match self.kv_type(id) {
+                sys::GGUF_TYPE_UINT32 => Some(sys::gguf_get_val_u32(self.0, id) as u64),
+                sys::GGUF_TYPE_ARRAY
+                    if sys::gguf_get_arr_type(self.0, id) == sys::GGUF_TYPE_UINT32 =>
+                {
+                    let n = sys::gguf_get_arr_n(self.0, id);
+                    let data = sys::gguf_get_arr_data(self.0, id).cast::<u32>();
+                    (0..n).map(|i| *data.add(i) as u64).max()
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+/// The hyperparameter checks llama.cpp's loader makes with `GGML_ASSERT` (aborting) instead of
+/// an error, on the keys every architecture shares.
+fn check_hyperparameters(ctx: &GgufCtx, arch: &str) -> Result<(), String> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let layers = ctx.uint(&key("block_count"));
+    if let Some(n) = layers {
+        if !(1..=LLAMA_MAX_LAYERS).contains(&n) {
+            return Err(format!(
+                "{} is {n}; llama.cpp takes 1 to {LLAMA_MAX_LAYERS} layers",
+                key("block_count")
+            ));
+        }
+    }
+    let layers = layers.unwrap_or(LLAMA_MAX_LAYERS);
+    for k in [
+        "nextn_predict_layers",
+        "posnet.block_count",
+        "convnext.block_count",
+    ] {
+        if let Some(v) = ctx.uint(&key(k)).filter(|&v| v > layers) {
+            return Err(format!("{} is {v}, more than the {layers} layers", key(k)));
+        }
+    }
+    let experts = ctx.uint(&key("expert_count")).unwrap_or(0);
+    let used = ctx.uint(&key("expert_used_count")).unwrap_or(0);
+    let groups = ctx.uint(&key("expert_group_count")).unwrap_or(0);
+    let group_used = ctx.uint(&key("expert_group_used_count")).unwrap_or(0);
+    let experts_ok = experts <= LLAMA_MAX_EXPERTS
+        && used <= experts
+        && if experts > 0 {
+            used > 0
+                && groups < experts
+                && (groups <= 1 || (experts % groups == 0 && group_used > 0 && group_used < groups))
+        } else {
+            groups == 0
+        };
+    if !experts_ok {
+        return Err(format!(
+            "inconsistent experts: {}={experts}, {}={used}, {}={groups}, {}={group_used}",
+            key("expert_count"),
+            key("expert_used_count"),
+            key("expert_group_count"),
+            key("expert_group_used_count")
+        ));
+    }
+    if let Some(id) = ctx.find(&key("rope.scaling.type")) {
+        if ctx.kv_type(id) == sys::GGUF_TYPE_STRING {
+            let t = ctx.string(id);
+            if !["none", "linear", "yarn", "longrope"].contains(&t.as_str()) {
+                return Err(format!(
+                    "{} `{t}` is not one of none, linear, yarn, longrope",
+                    key("rope.scaling.type")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The vocabulary checks llama.cpp makes with `GGML_ASSERT` (aborting the process) rather than
 /// an error: token strings must be unique (an empty token counts as `[EMPTY_<id>]`, as llama.cpp
 /// renames it), and RWKV vocabularies, whose newline lookup asserts, are not taken.
@@ -283,5 +368,7 @@ pub(crate) fn check_model_file(file: &mut CFile) -> Result<String, String> {
             type_name(ctx.kv_type(id))
         ));
     }
-    Ok(ctx.string(id))
+    let architecture = ctx.string(id);
+    check_hyperparameters(&ctx, &architecture)?;
+    Ok(architecture)
 }
