@@ -272,7 +272,8 @@ fn check_hyperparameters(ctx: &GgufCtx, arch: &str) -> Result<(), String> {
         && if experts > 0 {
             used > 0
                 && groups < experts
-                && (groups <= 1 || (experts % groups == 0 && group_used > 0 && group_used < groups))
+                && (groups <= 1
+                    || (experts.is_multiple_of(groups) && group_used > 0 && group_used < groups))
         } else {
             groups == 0
         };
