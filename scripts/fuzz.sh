@@ -75,4 +75,6 @@ printf 'target\texecutions\tseconds\tpeak_rss_mb\tartifacts\tstatus\n' >"$REPORT
 failed=0
 printf '%s\n' $TARGETS | xargs -P "$JOBS" -I{} bash -c 'fuzz_one {}' >>"$REPORT" || failed=1
 column -t -s $'\t' "$REPORT" >&2
+# The targets' scratch directories (libFuzzer exits without running destructors).
+rm -rf /dev/shm/skillpack-fuzz-* "${TMPDIR:-/tmp}"/skillpack-fuzz-*
 exit $failed
