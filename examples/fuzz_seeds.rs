@@ -4,7 +4,8 @@
 //!   that llama.cpp loads, and `tiny-adapter.gguf`, a LoRA adapter that fits it. Targets load
 //!   them as the base of their checks, so fuzzed inputs reach llama.cpp's loaders.
 //! * `fuzz/corpus/<target>/seed-*` — valid inputs of every fuzzed format (GGUF models and
-//!   adapters, PEFT adapters, pack manifests, routers, instruction JSONL, server requests).
+//!   adapters, PEFT adapters, pack manifests, routers, instruction JSONL, server requests), plus
+//!   the heads of the fixtures' GGUF files and PEFT's own adapter configs.
 //!
 //! Every asset is loaded here through the same code the CLI uses, so a seed that stopped being
 //! valid fails this program instead of silently weakening the fuzzing.
@@ -211,8 +212,49 @@ fn main() -> Result<()> {
     write(&gguf, "seed-model.gguf", &model_bytes)?;
     write(&gguf, "seed-adapter.gguf", &adapter_bytes)?;
 
-    // PEFT: LoRA and AdaLoRA for the tiny model, each converting cleanly.
+    // From the oracles in ../shared/fixtures (or $SKILLPACK_FIXTURES), when present: the head of
+    // a real model and of llama.cpp's own converter output (whole files exceed the fuzzers'
+    // input size), and PEFT's own adapter configs framed with the tiny weights.
+    let fixtures = std::env::var_os("SKILLPACK_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("../shared/fixtures"));
     let peft = corpus.join("peft");
+    if fixtures.join("prompts.json").is_file() {
+        for (name, file) in [
+            (
+                "seed-tiny-llama-head.gguf",
+                "tiny-llama/tiny-llama-f32.gguf",
+            ),
+            (
+                "seed-llamacpp-converter-head.gguf",
+                "smollm2/peft-lora/llamacpp-converter-output-f32.gguf",
+            ),
+        ] {
+            let bytes = std::fs::read(fixtures.join(file))?;
+            write(&gguf, name, &bytes[..bytes.len().min(64 << 10)])?;
+        }
+        let (_, weights) = tiny_peft("LORA")?;
+        for kind in ["peft-lora", "peft-adalora", "peft-lora-rslora-patterns"] {
+            let config = std::fs::read(
+                fixtures
+                    .join("smollm2")
+                    .join(kind)
+                    .join("adapter_config.json"),
+            )?;
+            write(
+                &peft,
+                &format!("seed-fixture-{kind}"),
+                &framed(&config, &weights),
+            )?;
+        }
+    } else {
+        eprintln!(
+            "{} not found: seeding without the fixtures",
+            fixtures.display()
+        );
+    }
+
+    // PEFT: LoRA and AdaLoRA for the tiny model, each converting cleanly.
     for kind in ["LORA", "ADALORA"] {
         let (config, weights) = tiny_peft(kind)?;
         let dir = tempfile::tempdir()?;
