@@ -86,6 +86,13 @@ if stage routers; then
     --data "$WORK/data" --name prototype --threads "$THREADS" >&2
   has_router general || timed router-general "$BIN" router train --pack "$PACK" --method supervised \
     --data "$WORK/data" --name general --default --soft-labels 10 --threads "$THREADS" --seed "$SEED" >&2
+  # Temperature scaling of the general routers on the skills' own dev records (each skill was
+  # trained at scale 1; an uncalibrated softmax dilutes it). Idempotent: the fit starts from the
+  # router's weights, not its temperature.
+  for r in general general-embedding; do
+    [[ -s "$WORK/calibrate-$r.json" ]] || timed "calibrate-$r" "$BIN" router calibrate --pack "$PACK" \
+      --router "$r" --data "$WORK/data" --threads "$THREADS" --json >"$WORK/calibrate-$r.json"
+  done
   for t in $SEEN $UNSEEN; do
     has_router "task-$t" || timed "router-task-$t" "$BIN" router train --pack "$PACK" --method end-to-end \
       --task "$t" --raw "$RAW" --name "task-$t" --threads "$THREADS" --seed "$SEED" >&2
