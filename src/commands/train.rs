@@ -162,7 +162,8 @@ fn config(args: &Args) -> anyhow::Result<TrainConfig> {
     })
 }
 
-/// Draws the loss curve of `metrics.jsonl` as an SVG.
+/// Draws the loss curve of `metrics.jsonl` as an SVG, written atomically (a kill mid-write
+/// leaves the previous chart).
 pub fn plot_loss(metrics: &[StepMetrics], path: &Path) -> anyhow::Result<()> {
     use plotters::prelude::*;
     if metrics.is_empty() {
@@ -170,7 +171,8 @@ pub fn plot_loss(metrics: &[StepMetrics], path: &Path) -> anyhow::Result<()> {
     }
     let max_loss = metrics.iter().map(|m| m.loss).fold(0.0f64, f64::max) * 1.05;
     let min_loss = metrics.iter().map(|m| m.loss).fold(f64::INFINITY, f64::min) * 0.95;
-    let root = SVGBackend::new(path, (800, 450)).into_drawing_area();
+    let mut svg = String::new();
+    let root = SVGBackend::with_string(&mut svg, (800, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption("training loss", ("sans-serif", 20))
@@ -203,6 +205,9 @@ pub fn plot_loss(metrics: &[StepMetrics], path: &Path) -> anyhow::Result<()> {
         .collect();
     chart.draw_series(LineSeries::new(smooth, RED.stroke_width(2)))?;
     root.present()?;
+    drop(chart);
+    drop(root);
+    skillpack_convert::write_atomic(path, svg.as_bytes())?;
     Ok(())
 }
 
