@@ -333,6 +333,19 @@ fn every_command_refuses_bad_input_with_a_clear_message() {
             &[&"bench", &"--pack", &pack, &"--model", &empty],
             &["empty.gguf"],
         ),
+        case(
+            "bench",
+            "load test against an address that is not a URL",
+            &[
+                &"bench",
+                &"load",
+                &"--url",
+                &"localhost:8080",
+                &"--requests",
+                &"1",
+            ],
+            &["--url `localhost:8080`", "http://"],
+        ),
         // train
         case(
             "train",

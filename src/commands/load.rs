@@ -91,6 +91,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
+    skillpack_serve::check_http_url("--url", &args.url).map_err(anyhow::Error::msg)?;
     let url = args.url.trim_end_matches('/').to_string();
     let prompts = if args.prompts.is_empty() {
         vec![

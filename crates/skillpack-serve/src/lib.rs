@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use api::{ApiError, SkillReport};
 pub use plan::Limits;
-pub use proxy::{proxy, ProxyConfig};
+pub use proxy::{check_http_url, proxy, ProxyConfig};
 pub use server::{serve, ServeConfig};
 
 /// Errors that stop a server from starting (or end it).

@@ -153,14 +153,15 @@ struct ProxyState {
     metrics: Arc<Metrics>,
 }
 
-/// Checks an `--upstream`: an `http://` or `https://` URL with a host.
-fn check_upstream_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| {
-        format!("--upstream `{url}` is not a URL ({e}): give e.g. http://127.0.0.1:8081")
-    })?;
+/// Checks a server address given on the command line as `flag` (`--upstream`, `--url`): an
+/// `http://` or `https://` URL with a host.
+pub fn check_http_url(flag: &str, url: &str) -> Result<(), String> {
+    let example = "e.g. http://127.0.0.1:8081";
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("{flag} `{url}` is not a URL ({e}): give {example}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
         return Err(format!(
-            "--upstream `{url}` must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8081"
+            "{flag} `{url}` must be an http:// or https:// URL with a host, {example}"
         ));
     }
     Ok(())
@@ -174,7 +175,7 @@ pub fn proxy(cfg: ProxyConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), 
         ));
     }
     for url in &cfg.upstreams {
-        check_upstream_url(url).map_err(ServeError::Invalid)?;
+        check_http_url("--upstream", url).map_err(ServeError::Invalid)?;
     }
     let pack = Pack::open(&cfg.pack)?;
     pack.check(&skillpack_convert::GgufInfo::open(&cfg.model)?)?;
