@@ -8,7 +8,7 @@ mod common;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -128,7 +128,7 @@ fn every_command_refuses_bad_input_with_a_clear_message() {
     std::fs::write(empty_manifest.join("pack.toml"), b"").unwrap();
     let broken_router = t.join("broken-router");
     std::fs::create_dir(&broken_router).unwrap();
-    for entry in walk(&pack) {
+    for entry in files_under(&pack) {
         let rel = entry.strip_prefix(&pack).unwrap();
         std::fs::create_dir_all(broken_router.join(rel).parent().unwrap()).unwrap();
         std::fs::copy(&entry, broken_router.join(rel)).unwrap();
@@ -523,20 +523,6 @@ fn every_command_refuses_bad_input_with_a_clear_message() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// A small filesystem that fills up: a 512 KiB tmpfs where mounting is allowed (root), else a
 /// directory under a per-process file size limit (writes past 512 KiB fail with EFBIG).
 struct SmallDisk {
@@ -598,7 +584,7 @@ impl Drop for SmallDisk {
 
 /// Names of the files under `dir` (relative), sorted.
 fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = walk(dir)
+    let mut names: Vec<String> = files_under(dir)
         .iter()
         .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
         .collect();

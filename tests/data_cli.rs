@@ -12,25 +12,11 @@ use skillpack_data::tasks::{self, Split};
 
 fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for entry in walk(dir) {
+    for entry in files_under(dir) {
         let rel = entry.strip_prefix(dir).unwrap().display().to_string();
         out.insert(rel, std::fs::read(&entry).unwrap());
     }
     out
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files.extend(walk(&p));
-        } else {
-            files.push(p);
-        }
-    }
-    files.sort();
-    files
 }
 
 #[test]

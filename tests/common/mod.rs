@@ -266,3 +266,18 @@ pub fn routed_fixture_pack(dir: &Path) -> PathBuf {
     assert!(ok, "{err}");
     pack
 }
+
+/// Every file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(files_under(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files.sort();
+    files
+}
