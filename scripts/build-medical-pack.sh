@@ -101,10 +101,14 @@ fi
 
 if stage eval; then
   echo "== eval" >&2
-  configs="base,uniform,router:general,router:general-embedding,router:prototype"
+  # Routers on mean-hidden features come one after another: eval featurizes each prompt once
+  # and every later router reads the same features.
+  configs="base,uniform,router:general"
+  for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
+  configs="$configs,router:prototype"
   # Single skills where they fit a task (mc, ea and es fit none of the nine).
   for s in mrc mcqa qa ner re er mldc nli ts; do configs="$configs,skill:$s"; done
-  for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
+  configs="$configs,router:general-embedding"
   timed eval "$BIN" eval --all --pack "$PACK" --raw "$RAW" --configs "$configs" \
     --threads "$THREADS" --out "$WORK/eval" --resume >&2
 fi

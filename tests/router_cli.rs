@@ -151,32 +151,52 @@ fn routers_train_route_and_evaluate() {
     ]);
     assert!(ok && err.contains("[skills] ner="), "{err}");
 
-    // Evaluation through a named router.
-    let (ok, out, err) = skillpack(&[
-        &"eval",
-        &"--task",
-        &"medmcqa",
-        &"--pack",
-        &pack,
-        &"--configs",
-        &"router:prototype",
-        &"--limit",
-        &"2",
-        &"--threads",
-        &"2",
-        &"--out",
-        &tmp.path().join("eval"),
-        &"--json",
-    ]);
+    // Evaluation through a named router (medmcqa, two items, into OUT).
+    let eval = |configs: &str, out: &str| {
+        skillpack(&[
+            &"eval",
+            &"--task",
+            &"medmcqa",
+            &"--pack",
+            &pack,
+            &"--configs",
+            &configs,
+            &"--limit",
+            &"2",
+            &"--threads",
+            &"2",
+            &"--out",
+            &tmp.path().join(out),
+            &"--json",
+        ])
+    };
+    let (ok, out, err) = eval("router:prototype", "eval");
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["summaries"][0]["config"], "router:prototype");
-    let predictions = std::fs::read_to_string(
-        tmp.path()
-            .join("eval/router:prototype/medmcqa.predictions.jsonl"),
-    )
-    .unwrap();
-    assert!(predictions.contains("\"weights\":[["), "{predictions}");
+    let prototype_weights = |out: &str| -> Vec<serde_json::Value> {
+        let predictions = std::fs::read_to_string(
+            tmp.path()
+                .join(out)
+                .join("router:prototype/medmcqa.predictions.jsonl"),
+        )
+        .unwrap();
+        predictions
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["weights"].clone())
+            .collect()
+    };
+    let alone = prototype_weights("eval");
+    assert!(
+        alone.iter().all(|w| !w.as_array().unwrap().is_empty()),
+        "{alone:?}"
+    );
+    // Routers in one run share features per prompt and kind: after `general` (mean token
+    // embeddings) has featurized the items, `prototype` (mean hidden state) must still route
+    // exactly as it does alone.
+    let (ok, _, err) = eval("router:general,router:prototype", "eval-joint");
+    assert!(ok, "{err}");
+    assert_eq!(prototype_weights("eval-joint"), alone);
 
     // Errors: an unknown router, and a router whose width does not fit the model.
     let (ok, _, err) = skillpack(&[&"run", &"--pack", &pack, &"--router", &"nope", &"hi"]);

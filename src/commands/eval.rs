@@ -1,8 +1,11 @@
 //! `skillpack eval`: the nine medical tasks through the runtime, per configuration (base model,
 //! fixed skill weightings), with per-item predictions, summaries, a table and a chart.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,6 +13,7 @@ use skillpack_data::tasks::{self, Split, TaskItem, TASKS};
 use skillpack_eval::{harness, report, NoSkills, SkillPolicy, TaskSummary};
 use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams, Token};
 use skillpack_pack::Pack;
+use skillpack_route::FeatureKind;
 use skillpack_run::{parse_skill_weights, Mode, SkillEngine};
 
 /// Evaluate the base model or a skill pack on the medical tasks.
@@ -111,10 +115,14 @@ struct Routed<'m> {
     skills: Vec<String>,
     mode: Mode,
     model: &'m Model,
-    /// The last item's features: an item is routed once, on its own prompt (HoC asks ten
-    /// yes/no questions about one abstract under the same weights).
-    last: Option<(String, Vec<f32>)>,
+    /// Features per prompt, shared by every routed configuration of the run: an item is
+    /// featurized once (HoC asks ten yes/no questions about one abstract; eleven routers of the
+    /// medical pack read the same mean-hidden features).
+    cache: FeatureCache,
 }
+
+/// Router features by (feature kind, rendered prompt text).
+type FeatureCache = Rc<RefCell<HashMap<(FeatureKind, String), Vec<f32>>>>;
 
 impl<'m> SkillPolicy<'m> for Routed<'m> {
     fn apply(
@@ -124,15 +132,20 @@ impl<'m> SkillPolicy<'m> for Routed<'m> {
         _prompt: &[Token],
         expected_tokens: usize,
     ) -> skillpack_eval::Result<Vec<(String, f32)>> {
-        let features = match &self.last {
-            Some((id, f)) if *id == item.id => f.clone(),
-            _ => {
+        let key = (
+            self.router.config.features,
+            format!("{}\u{0}{}", item.context, item.query),
+        );
+        let cached = self.cache.borrow().get(&key).cloned();
+        let features = match cached {
+            Some(f) => f,
+            None => {
                 let prompt = harness::prompt_tokens(self.model, &item.context, &item.query)?;
                 let f = self
                     .extractor
                     .features(&prompt)
                     .map_err(|e| skillpack_eval::EvalError::Invalid(e.to_string()))?;
-                self.last = Some((item.id.clone(), f.clone()));
+                self.cache.borrow_mut().insert(key, f.clone());
                 f
             }
         };
@@ -320,6 +333,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
     )?;
     let mut summaries: Vec<TaskSummary> = Vec::new();
+    let cache = FeatureCache::default();
     for config in &configs {
         let mut policy: Box<dyn SkillPolicy<'_>> = match (&config.weights, &pack) {
             (None, Some(pack)) if config.router.is_some() => {
@@ -343,7 +357,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     extractor,
                     mode: args.mode,
                     model: &model,
-                    last: None,
+                    cache: cache.clone(),
                 })
             }
             (Some(spec), Some(pack)) => {
