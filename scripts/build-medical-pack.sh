@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the SA-MDKIF medical pack for the default model, end to end and resumably:
-#   data build -> 12 skills (AdaLoRA) -> pack -> routers -> eval --all -> report.
+#   data build -> 12 skills (AdaLoRA) -> pack -> routers -> eval --all -> router bench -> report.
 # Every stage skips work whose output already exists, so after an interruption the same
 # command continues where it stopped (skill training resumes from its last checkpoint).
 #
@@ -20,7 +20,7 @@ PACK=${PACK:-examples/packs/medical-smollm2}
 THREADS=${THREADS:-2}
 STEPS=${STEPS:-150}
 SEED=${SEED:-13}
-STAGES=${STAGES:-"data skills pack routers eval report"}
+STAGES=${STAGES:-"data skills pack routers eval bench report"}
 SKILLS=${SKILLS:-"qa mcqa mc mldc mrc nli ts ner re ea es er"}
 SEEN="pubmedqa medqa medmcqa bc5cdr chemprot hoc"
 UNSEEN="healthver covidqa meqsum"
@@ -111,6 +111,15 @@ if stage eval; then
   configs="$configs,router:general-embedding"
   timed eval "$BIN" eval --all --pack "$PACK" --raw "$RAW" --configs "$configs" \
     --threads "$THREADS" --out "$WORK/eval" --resume >&2
+fi
+
+if stage bench; then
+  # Time to first token with routing / without, one router per feature variant (the pack's
+  # end-to-end routers share general's mean-hidden features and cost).
+  echo "== router bench" >&2
+  "$BIN" router bench --pack "$PACK" --routers general,general-embedding,prototype,task-pubmedqa \
+    --task pubmedqa --raw "$RAW" --threads "$THREADS" --json >"$WORK/router-bench.json.tmp"
+  mv "$WORK/router-bench.json.tmp" "$WORK/router-bench.json"
 fi
 
 if stage report; then

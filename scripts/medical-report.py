@@ -76,14 +76,43 @@ def main():
         rest = [mean([r[i] for r in sub]) for i in (4, 5, 6)]
         md.append(f"| **{label}** | | {pct(cols[0])} | {pct(cols[1])} | {pct(bs)} | {pct(rest[0])} | {pct(rest[1])} | {pct(rest[2])} |")
     md.append("")
-    for label, group in [("seen", SEEN), ("unseen", UNSEEN)]:
+    md.append("## Targets")
+    md.append("")
+    md.append("Routed ≥ +20 % relative over the base model on the mean of the seen tasks and ≥ +30 % on the")
+    md.append("unseen ones, and ≥ the best single skill and ≥ the uniform mixture (means over the group):")
+    md.append("")
+    md.append("| group | router | mean | vs base | target | vs best single skill | vs uniform |")
+    md.append("|---|---|---|---|---|---|---|")
+    for label, group, target in [("seen", SEEN, 20.0), ("unseen", UNSEEN, 30.0)]:
         sub = [r for r in rows if r[0] in group]
         base = mean([r[1] for r in sub])
-        for col, i in [("router (b) general", 4), ("router (a) task", 5), ("router (c) prototype", 6)]:
-            v = mean([r[i] for r in sub])
-            if base and v is not None:
-                md.append(f"- {label}: {col} {100 * v:.1f} vs base {100 * base:.1f} → {100 * (v / base - 1):+.1f} % relative")
+        uniform = mean([r[2] for r in sub])
+        single = mean([r[3][1] for r in sub])
+        for col, i in [("(b) general", 4), ("(a) task", 5), ("(c) prototype", 6)]:
+            vals = [r[i] for r in sub]
+            if base is None or any(v is None for v in vals):
+                continue
+            v = mean(vals)
+            gain = 100 * (v / base - 1) if base else float("inf")
+            verdict = "met" if gain >= target else f"missed by {target - gain:.1f} points"
+            vs_single = "–" if single is None else f"{100 * (v - single):+.1f}"
+            vs_uniform = "–" if uniform is None else f"{100 * (v - uniform):+.1f}"
+            md.append(f"| {label} | {col} | {100 * v:.1f} | {gain:+.1f} % | +{target:.0f} %: {verdict} | {vs_single} | {vs_uniform} |")
     md.append("")
+    bench = os.path.join(a.work, "router-bench.json")
+    if os.path.exists(bench):
+        b = json.load(open(bench))
+        md.append("## Routing overhead")
+        md.append("")
+        md.append(f"`skillpack router bench` on {b['prompts']} {TITLES.get(b['task'], b['task'])} prompts "
+                  f"(mean {b['mean_prompt_tokens']:.0f} tokens), 2 threads: time to first token with routing ÷ without "
+                  f"(base {b['base_ttft_ms']:.0f} ms; target ≤ 1.10 for the cheap variant).")
+        md.append("")
+        md.append("| router | features | features (ms) | weights applied (ms) | TTFT (ms) | ratio |")
+        md.append("|---|---|---|---|---|---|")
+        for r in b["routers"]:
+            md.append(f"| {r['router']} | {r['features']} | {r['features_ms']:.1f} | {r['apply_ms']:.1f} | {r['ttft_ms']:.0f} | {r['ratio']:.3f} |")
+        md.append("")
     md.append("Full table of every configuration (`eval/table.md` of the build):")
     md.append("")
     md.append(open(os.path.join(a.work, "eval", "table.md")).read())
