@@ -53,6 +53,33 @@ impl GgufCtx {
             .to_string_lossy()
             .into_owned()
     }
+
+    /// The value of `key` when it holds a string; other types are left to llama.cpp, which
+    /// refuses them with an error.
+    fn string_value(&self, key: &str) -> Option<String> {
+        let id = self.find(key)?;
+        (self.kv_type(id) == sys::GGUF_TYPE_STRING).then(|| self.string(id))
+    }
+
+    /// An unsigned integer value (or, for an array of them, the largest), when the key holds one;
+    /// other types are left to llama.cpp, which refuses them with an error.
+    fn uint(&self, key: &str) -> Option<u64> {
+        let id = self.find(key)?;
+        // SAFETY: types are checked before each typed accessor.
+        unsafe {
+            match self.kv_type(id) {
+                sys::GGUF_TYPE_UINT32 => Some(sys::gguf_get_val_u32(self.0, id) as u64),
+                sys::GGUF_TYPE_ARRAY
+                    if sys::gguf_get_arr_type(self.0, id) == sys::GGUF_TYPE_UINT32 =>
+                {
+                    let n = sys::gguf_get_arr_n(self.0, id);
+                    let data = sys::gguf_get_arr_data(self.0, id).cast::<u32>();
+                    (0..n).map(|i| *data.add(i) as u64).max()
+                }
+                _ => None,
+            }
+        }
+    }
 }
 
 fn type_name(t: sys::gguf_type) -> &'static str {
@@ -218,28 +245,6 @@ pub fn check_adapter_header(
 const LLAMA_MAX_LAYERS: u64 = 512;
 const LLAMA_MAX_EXPERTS: u64 = 1024;
 
-impl GgufCtx {
-    /// An unsigned integer value (or, for an array of them, the largest), when the key holds one;
-    /// other types are left to llama.cpp, which refuses them with an error.
-    fn uint(&self, key: &str) -> Option<u64> {
-        let id = self.find(key)?;
-        // SAFETY: types are checked before each typed accessor.
-        unsafe {
-            match self.kv_type(id) {
-                sys::GGUF_TYPE_UINT32 => Some(sys::gguf_get_val_u32(self.0, id) as u64),
-                sys::GGUF_TYPE_ARRAY
-                    if sys::gguf_get_arr_type(self.0, id) == sys::GGUF_TYPE_UINT32 =>
-                {
-                    let n = sys::gguf_get_arr_n(self.0, id);
-                    let data = sys::gguf_get_arr_data(self.0, id).cast::<u32>();
-                    (0..n).map(|i| *data.add(i) as u64).max()
-                }
-                _ => None,
-            }
-        }
-    }
-}
-
 /// The hyperparameter checks llama.cpp's loader makes with `GGML_ASSERT` (aborting) instead of
 /// an error, on the keys every architecture shares.
 fn check_hyperparameters(ctx: &GgufCtx, arch: &str) -> Result<(), String> {
@@ -286,15 +291,12 @@ fn check_hyperparameters(ctx: &GgufCtx, arch: &str) -> Result<(), String> {
             key("expert_group_used_count")
         ));
     }
-    if let Some(id) = ctx.find(&key("rope.scaling.type")) {
-        if ctx.kv_type(id) == sys::GGUF_TYPE_STRING {
-            let t = ctx.string(id);
-            if !["none", "linear", "yarn", "longrope"].contains(&t.as_str()) {
-                return Err(format!(
-                    "{} `{t}` is not one of none, linear, yarn, longrope",
-                    key("rope.scaling.type")
-                ));
-            }
+    if let Some(t) = ctx.string_value(&key("rope.scaling.type")) {
+        if !["none", "linear", "yarn", "longrope"].contains(&t.as_str()) {
+            return Err(format!(
+                "{} `{t}` is not one of none, linear, yarn, longrope",
+                key("rope.scaling.type")
+            ));
         }
     }
     Ok(())
@@ -304,10 +306,8 @@ fn check_hyperparameters(ctx: &GgufCtx, arch: &str) -> Result<(), String> {
 /// an error: token strings must be unique (an empty token counts as `[EMPTY_<id>]`, as llama.cpp
 /// renames it), and RWKV vocabularies, whose newline lookup asserts, are not taken.
 fn check_vocabulary(ctx: &GgufCtx) -> Result<(), String> {
-    if let Some(id) = ctx.find("tokenizer.ggml.model") {
-        if ctx.kv_type(id) == sys::GGUF_TYPE_STRING && ctx.string(id) == "rwkv" {
-            return Err("tokenizer.ggml.model `rwkv`: RWKV vocabularies are not supported".into());
-        }
+    if ctx.string_value("tokenizer.ggml.model").as_deref() == Some("rwkv") {
+        return Err("tokenizer.ggml.model `rwkv`: RWKV vocabularies are not supported".into());
     }
     let Some(id) = ctx.find("tokenizer.ggml.tokens") else {
         return Ok(()); // llama.cpp reports a missing vocabulary itself
@@ -315,7 +315,7 @@ fn check_vocabulary(ctx: &GgufCtx) -> Result<(), String> {
     // SAFETY: valid context, `id` from gguf_find_key; array accessors are used only after the
     // types were checked, and each returned string lives as long as the context.
     unsafe {
-        if sys::gguf_get_kv_type(ctx.0, id) != sys::GGUF_TYPE_ARRAY
+        if ctx.kv_type(id) != sys::GGUF_TYPE_ARRAY
             || sys::gguf_get_arr_type(ctx.0, id) != sys::GGUF_TYPE_STRING
         {
             return Ok(()); // llama.cpp refuses it with an error, not an abort
@@ -354,10 +354,8 @@ pub(crate) fn check_model_file(file: &mut CFile) -> Result<String, String> {
         return Err(format!("not a valid GGUF file: {why}"));
     }
     let ctx = GgufCtx(ctx);
-    if let Some(id) = ctx.find("general.type") {
-        if ctx.kv_type(id) == sys::GGUF_TYPE_STRING && ctx.string(id) == "adapter" {
-            return Err("this GGUF is an adapter, not a model".into());
-        }
+    if ctx.string_value("general.type").as_deref() == Some("adapter") {
+        return Err("this GGUF is an adapter, not a model".into());
     }
     check_vocabulary(&ctx)?;
     let id = ctx
