@@ -125,5 +125,5 @@ fi
 if stage report; then
   echo "== report" >&2
   python3 scripts/medical-report.py --work "$WORK" --pack "$PACK" --raw "$RAW" --seed "$SEED" \
-    --steps "$STEPS" --targets "$TARGETS"
+    --steps "$STEPS" --targets "$TARGETS" --threads "$THREADS"
 fi

@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--seed", required=True)
     ap.add_argument("--steps", required=True)
     ap.add_argument("--targets", required=True)
+    ap.add_argument("--threads", required=True, help="threads the router bench ran with")
     a = ap.parse_args()
 
     results = json.load(open(os.path.join(a.work, "eval", "results.json")))
@@ -44,17 +45,27 @@ def main():
         s = by.get((config, task))
         return None if s is None else headline(s)
 
-    rows = []
-    for task in SEEN + UNSEEN:
-        base = score("base", task)
-        uniform = score("uniform", task)
+    # Routed columns: (label, configuration for a task).
+    routers = [
+        ("router (b) general", lambda t: "router:general"),
+        ("router (a) task", lambda t: f"router:task-{t}"),
+        ("router (c) prototype", lambda t: "router:prototype"),
+        ("router (b) general-embedding", lambda t: "router:general-embedding"),
+    ]
+
+    def best_single(task):
         singles = [(c, score(c, task)) for c in configs if c.startswith("skill:") and score(c, task) is not None]
-        best_single = max(singles, key=lambda x: x[1]) if singles else (None, None)
-        general = score("router:general", task)
-        task_router = score(f"router:task-{task}", task)
-        proto = score("router:prototype", task)
-        embedding = score("router:general-embedding", task)
-        rows.append((task, base, uniform, best_single, general, task_router, proto, embedding))
+        return max(singles, key=lambda x: x[1]) if singles else (None, None)
+
+    # One row per task: column label -> score (None where not evaluated).
+    rows = {}
+    for task in SEEN + UNSEEN:
+        row = {"base": score("base", task), "uniform": score("uniform", task)}
+        row["best single skill"] = best_single(task)[1]
+        for label, config in routers:
+            row[label] = score(config(task), task)
+        rows[task] = row
+    columns = ["base", "uniform", "best single skill"] + [label for label, _ in routers]
 
     def pct(v):
         return "–" if v is None else f"{100 * v:.1f}"
@@ -63,19 +74,20 @@ def main():
         # A group mean only over complete columns: a partial mean would compare different tasks.
         return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
 
+    def group_mean(group, column):
+        return mean([rows[t][column] for t in group])
+
     md = ["# Medical pack report (dev splits)", ""]
-    md.append("| task | metric | base | uniform | best single skill | router (b) general | router (a) task | router (c) prototype | router (b) general-embedding |")
-    md.append("|---|---|---|---|---|---|---|---|---|")
-    for task, base, uniform, (bs_name, bs), general, tr, proto, embedding in rows:
+    md.append("| task | metric | " + " | ".join(columns) + " |")
+    md.append("|---|---|" + "---|" * len(columns))
+    for task, row in rows.items():
         metric = by[("base", task)]["metrics"][0][0] if ("base", task) in by else ""
         name = TITLES[task] + ("" if task in SEEN else " (unseen)")
-        md.append(f"| {name} | {metric} | {pct(base)} | {pct(uniform)} | {pct(bs)} ({bs_name or '–'}) | {pct(general)} | {pct(tr)} | {pct(proto)} | {pct(embedding)} |")
+        cells = [pct(row[c]) for c in columns]
+        cells[2] += f" ({best_single(task)[0] or '–'})"
+        md.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
     for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
-        sub = [r for r in rows if r[0] in group]
-        cols = [mean([r[i] for r in sub]) for i in (1, 2)]
-        bs = mean([r[3][1] for r in sub])
-        rest = [mean([r[i] for r in sub]) for i in (4, 5, 6, 7)]
-        md.append(f"| **{label}** | | {pct(cols[0])} | {pct(cols[1])} | {pct(bs)} | {pct(rest[0])} | {pct(rest[1])} | {pct(rest[2])} | {pct(rest[3])} |")
+        md.append(f"| **{label}** | | " + " | ".join(pct(group_mean(group, c)) for c in columns) + " |")
     md.append("")
     md.append("Scores in percent on each task's dev items (200, or 100–150 for the generation tasks): at 200 items a 95 %")
     md.append("binomial interval is about ±7 points around 50 %, so differences of one or two points between")
@@ -89,23 +101,22 @@ def main():
     md.append("")
     md.append("| group | router | mean | vs base | target | vs best single skill (points) | vs uniform (points) |")
     md.append("|---|---|---|---|---|---|---|")
+    order = ["router (b) general", "router (b) general-embedding", "router (a) task", "router (c) prototype"]
     for label, group, target in [("seen", SEEN, 20.0), ("unseen", UNSEEN, 30.0)]:
-        sub = [r for r in rows if r[0] in group]
-        base = mean([r[1] for r in sub])
-        uniform = mean([r[2] for r in sub])
-        single = mean([r[3][1] for r in sub])
-        for col, i in [("(b) general", 4), ("(b) general-embedding", 7), ("(a) task", 5), ("(c) prototype", 6)]:
-            vals = [r[i] for r in sub]
-            if base is None or any(v is None for v in vals):
+        base, uniform, single = (group_mean(group, c) for c in ("base", "uniform", "best single skill"))
+        for column in order:
+            v = group_mean(group, column)
+            if base is None or v is None:
                 continue
-            v = mean(vals)
             gain = 100 * (v / base - 1) if base else float("inf")
             verdict = "met" if gain >= target else f"missed by {target - gain:.1f} percentage points"
             vs_single = "–" if single is None else f"{100 * (v - single):+.1f}"
             vs_uniform = "–" if uniform is None else f"{100 * (v - uniform):+.1f}"
             # Per task: at least the best single skill (rounded as printed).
-            ties = sum(1 for r in sub if r[3][1] is not None and round(1000 * r[i]) >= round(1000 * r[3][1]))
-            md.append(f"| {label} | {col} | {100 * v:.1f} | {gain:+.1f} % | +{target:.0f} %: {verdict} | {vs_single} ({ties}/{len(sub)} tasks ≥) | {vs_uniform} |")
+            ties = sum(1 for t in group if rows[t]["best single skill"] is not None
+                       and round(1000 * rows[t][column]) >= round(1000 * rows[t]["best single skill"]))
+            name = column.removeprefix("router ")
+            md.append(f"| {label} | {name} | {100 * v:.1f} | {gain:+.1f} % | +{target:.0f} %: {verdict} | {vs_single} ({ties}/{len(group)} tasks ≥) | {vs_uniform} |")
     md.append("")
     bench = os.path.join(a.work, "router-bench.json")
     if os.path.exists(bench):
@@ -113,7 +124,7 @@ def main():
         md.append("## Routing overhead")
         md.append("")
         md.append(f"`skillpack router bench` on {b['prompts']} {TITLES.get(b['task'], b['task'])} prompts "
-                  f"(mean {b['mean_prompt_tokens']:.0f} tokens), 2 threads: time to first token with routing ÷ without "
+                  f"(mean {b['mean_prompt_tokens']:.0f} tokens), {a.threads} threads: time to first token with routing ÷ without "
                   f"(base {b['base_ttft_ms']:.0f} ms; target ≤ 1.10 for the cheap variant).")
         md.append("")
         md.append("| router | features | features (ms) | weights applied (ms) | TTFT (ms) | ratio |")
@@ -133,7 +144,7 @@ def main():
     md.append(f"RAW={raw} SEED={a.seed} STEPS={a.steps} TARGETS={a.targets} scripts/build-medical-pack.sh")
     md.append("```")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    md.append(f"Commit {commit}; skills: AdaLoRA on {a.targets}, r 12 → 8, {a.steps} steps, seed {a.seed}.")
+    md.append(f"Report written at commit {commit}; skills: AdaLoRA on {a.targets}, r 12 → 8, {a.steps} steps, seed {a.seed}.")
     md.append("")
     md.append("| stage | wall time (s) |")
     md.append("|---|---|")
