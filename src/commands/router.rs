@@ -84,6 +84,50 @@ pub enum RouterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set how a router's scores become weights (softmax, sparsemax, or top-1 above a
+    /// threshold), in place or as a new router sharing its head.
+    #[command(
+        after_help = "Examples:\n  skillpack router commit --pack P --router general --mode top1:0.5 --name general-top1\n  skillpack router commit --pack P --router general --mode sparsemax --name general-sparsemax"
+    )]
+    Commit {
+        #[arg(long)]
+        pack: PathBuf,
+        /// Router name (default: the pack's default router).
+        #[arg(long)]
+        router: Option<String>,
+        /// softmax, sparsemax or top1:THRESHOLD.
+        #[arg(long)]
+        mode: String,
+        /// Save as a new router with this name (default: change the router in place).
+        #[arg(long)]
+        name: Option<String>,
+        /// Make the result the pack's default router.
+        #[arg(long)]
+        default: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Top-1 routing accuracy on a set of free-form prompts (JSONL of {id, skill, prompt}):
+    /// whether each router's heaviest skill is the one the prompt asks for.
+    #[command(
+        after_help = "Example:\n  skillpack router accuracy --pack examples/packs/medical-smollm2 --set examples/routing/freeform.jsonl"
+    )]
+    Accuracy {
+        #[arg(long)]
+        pack: PathBuf,
+        /// Prompts with their intended skill.
+        #[arg(long)]
+        set: PathBuf,
+        /// Routers to score (default: all of the pack's).
+        #[arg(long, value_delimiter = ',')]
+        routers: Vec<String>,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        threads: Option<i32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// A prompt's skill weights under a router.
     Show {
         #[arg(long)]
@@ -213,6 +257,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             threads,
             json,
         } => calibrate(pack, router, data, &split, per_skill, model, threads, json),
+        RouterCommand::Commit {
+            pack,
+            router,
+            mode,
+            name,
+            default,
+            json,
+        } => commit(pack, router, &mode, name, default, json),
+        RouterCommand::Accuracy {
+            pack,
+            set,
+            routers,
+            model,
+            threads,
+            json,
+        } => accuracy(pack, set, routers, model, threads, json),
         RouterCommand::Show {
             pack,
             router,
@@ -392,6 +452,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         none_entry,
         gain,
         temperature,
+        commit: skillpack_route::Commit::Softmax,
         normalize_input: normalize,
         base_fingerprint: base.fingerprint(),
         training,
@@ -667,15 +728,7 @@ fn bench(
     let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
     let pack = Pack::open(&pack_dir)?;
     pack.check(&skillpack_convert::GgufInfo::open(&model_path)?)?;
-    let names: Vec<String> = if routers.is_empty() {
-        pack.manifest
-            .routers
-            .iter()
-            .map(|r| r.name.clone())
-            .collect()
-    } else {
-        routers
-    };
+    let names = names_or_all(&pack, routers);
     if names.is_empty() {
         bail!("the pack has no routers to measure");
     }
@@ -950,5 +1003,187 @@ fn calibrate(
         report["own_skill_weight_before"].as_f64().unwrap_or(0.0),
         report["own_skill_weight"].as_f64().unwrap_or(0.0),
     );
+    Ok(())
+}
+
+/// `router commit`: a router with another commit mode, in place or under a new name.
+fn commit(
+    pack_dir: PathBuf,
+    name: Option<String>,
+    mode: &str,
+    new_name: Option<String>,
+    make_default: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let commit = skillpack_route::Commit::parse(mode).map_err(anyhow::Error::msg)?;
+    let mut pack = Pack::open(&pack_dir)?;
+    let source = name.unwrap_or_else(|| pack.manifest.defaults.router.clone());
+    let spec = pack
+        .router(&source)
+        .ok_or_else(|| anyhow::anyhow!("the pack has no router `{source}`"))?
+        .clone();
+    let mut router = Router::load(&pack.dir.join(&spec.file))?;
+    router.config.commit = commit;
+    let target = new_name.unwrap_or_else(|| source.clone());
+    if target != source {
+        if pack.router(&target).is_some() {
+            bail!("the pack already has a router `{target}`: choose another --name");
+        }
+        router.config.name = target.clone();
+        router.config.training = serde_json::json!({
+            "derived_from": source, "commit": commit.label(),
+        });
+    }
+    let file = router.save(&pack.dir.join("routers"))?;
+    pack.set_router(
+        RouterSpec {
+            name: target.clone(),
+            file: format!("routers/{file}"),
+            ..spec
+        },
+        make_default,
+    )?;
+    if json {
+        return super::print_json(&serde_json::json!({
+            "router": target, "from": source, "commit": commit.label(), "default": make_default,
+        }));
+    }
+    println!(
+        "router `{target}` ({} of `{source}`'s scores){}",
+        commit.label(),
+        if make_default {
+            ", now the default"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `names`, or every router of the pack when none are given.
+fn names_or_all(pack: &Pack, names: Vec<String>) -> Vec<String> {
+    if names.is_empty() {
+        pack.manifest
+            .routers
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    } else {
+        names
+    }
+}
+
+/// One prompt of a routing set.
+#[derive(serde::Deserialize)]
+struct RoutingPrompt {
+    id: String,
+    skill: String,
+    prompt: String,
+}
+
+/// `router accuracy`: each router's top-1 skill against the intended one.
+fn accuracy(
+    pack_dir: PathBuf,
+    set: PathBuf,
+    names: Vec<String>,
+    model: Option<PathBuf>,
+    threads: Option<i32>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(&set).with_context(|| format!("reading {}", set.display()))?;
+    let prompts: Vec<RoutingPrompt> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| {
+                format!(
+                    "{}:{}: not a {{id, skill, prompt}} line",
+                    set.display(),
+                    i + 1
+                )
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if prompts.is_empty() {
+        bail!("{}: no prompts", set.display());
+    }
+    let model_path = match model {
+        Some(p) => p,
+        None => super::default_model()?,
+    };
+    let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
+    let pack = Pack::open(&pack_dir)?;
+    let names = names_or_all(&pack, names);
+    let pairs: Vec<(String, String)> = prompts
+        .iter()
+        .map(|p| (String::new(), p.prompt.clone()))
+        .collect();
+    // One featurization per feature kind, shared by the routers that read it.
+    let mut by_kind: Vec<(FeatureKind, Vec<Vec<f32>>)> = Vec::new();
+    let mut rows = Vec::new();
+    for name in &names {
+        let router = skillpack_run::load_router(&pack, Some(name), &model, &model_path)?
+            .ok_or_else(|| anyhow::anyhow!("the pack has no router `{name}`"))?;
+        let kind = router.config.features;
+        if !by_kind.iter().any(|(k, _)| *k == kind) {
+            let mut extractor = FeatureExtractor::new(&model, &model_path, kind, threads)?;
+            let f = features_of(&mut extractor, &model, &pairs, kind.as_str())?;
+            by_kind.push((kind, f));
+        }
+        let features = &by_kind.iter().find(|(k, _)| *k == kind).expect("added").1;
+        let mut per_skill: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        let mut misses = Vec::new();
+        for (p, f) in prompts.iter().zip(features) {
+            let weights = router.skill_weights(f, None)?;
+            let (top, w) =
+                weights.iter().fold(
+                    ("none", 0f32),
+                    |b, (s, w)| if *w > b.1 { (s.as_str(), *w) } else { b },
+                );
+            let entry = per_skill.entry(p.skill.clone()).or_default();
+            entry.1 += 1;
+            if top == p.skill {
+                entry.0 += 1;
+            } else {
+                misses.push(
+                    serde_json::json!({"id": p.id, "skill": p.skill, "top": top, "weight": w}),
+                );
+            }
+        }
+        let correct: usize = per_skill.values().map(|(c, _)| c).sum();
+        rows.push(serde_json::json!({
+            "router": name,
+            "features": kind.as_str(),
+            "commit": router.config.commit.label(),
+            "correct": correct,
+            "prompts": prompts.len(),
+            "top1": correct as f64 / prompts.len() as f64,
+            "per_skill": per_skill.iter().map(|(s, (c, n))| (s.clone(), serde_json::json!([c, n]))).collect::<serde_json::Map<_, _>>(),
+            "misses": misses,
+        }));
+    }
+    if json {
+        return super::print_json(&serde_json::json!({"set": set, "routers": rows}));
+    }
+    for r in &rows {
+        let per: Vec<String> = r["per_skill"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(s, v)| format!("{s} {}/{}", v[0], v[1]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<24} top-1 {}/{} ({:.1} %)  {}",
+            r["router"].as_str().unwrap_or(""),
+            r["correct"],
+            r["prompts"],
+            r["top1"].as_f64().unwrap_or(0.0) * 100.0,
+            per.join(", ")
+        );
+    }
     Ok(())
 }

@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use skillpack_convert::GgufInfo;
 use skillpack_llama::{Backend, Model, ModelParams};
 use skillpack_train::{
-    export_trained, read_jsonl, tokenize, Decay, Llama, Method, ModelWeights, StepMetrics,
-    TrainConfig, Trainer,
+    export_trained, read_jsonl, tokenize, Decay, EarlyStopping, Llama, Method, ModelWeights,
+    StepMetrics, TrainConfig, Trainer,
 };
 
 /// Train a skill adapter on instruction data ({skill, context, query, output} JSONL).
@@ -49,9 +49,33 @@ pub struct Args {
     pub target_r: usize,
     #[arg(long, default_value_t = 32.0)]
     pub alpha: f64,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 300)]
-    pub steps: usize,
+    /// Optimizer steps (the budget; early stopping may end sooner). Default 300, or from
+    /// --epochs.
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<usize>,
+    /// Set the step budget from the data: this many passes over the records, within
+    /// [--min-steps, --max-steps].
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    #[arg(long, default_value_t = 100, requires = "epochs")]
+    pub min_steps: usize,
+    #[arg(long, default_value_t = 800, requires = "epochs")]
+    pub max_steps: usize,
+    /// Held-out records (JSONL, e.g. the skill's dev.jsonl): their loss is evaluated every
+    /// --eval-every steps, the best step's adapters are exported, and training stops after
+    /// --patience evaluations without improvement.
+    #[arg(long)]
+    pub dev: Option<PathBuf>,
+    #[arg(long, default_value_t = 50, requires = "dev")]
+    pub eval_every: usize,
+    #[arg(long, default_value_t = 3, requires = "dev")]
+    pub patience: usize,
+    /// Improvement in dev loss (nats/token) needed to count as a new best.
+    #[arg(long, default_value_t = 0.002, requires = "dev")]
+    pub min_delta: f64,
+    /// Evaluate on at most this many dev records (evenly spaced through the file; 0 = all).
+    #[arg(long, default_value_t = 200, requires = "dev")]
+    pub dev_limit: usize,
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
     /// Gradient accumulation (micro-batches per step).
@@ -117,7 +141,47 @@ fn device(spec: &str) -> anyhow::Result<Device> {
     })
 }
 
-fn config(args: &Args) -> anyhow::Result<TrainConfig> {
+/// The step budget: --steps, or --epochs passes over `records` within [--min-steps, --max-steps].
+fn step_budget(args: &Args, records: usize) -> anyhow::Result<usize> {
+    Ok(match (args.steps, args.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => {
+            if !(e > 0.0 && e.is_finite()) {
+                bail!("--epochs must be a positive number, not {e}");
+            }
+            if args.min_steps > args.max_steps {
+                bail!(
+                    "--min-steps {} is above --max-steps {}",
+                    args.min_steps,
+                    args.max_steps
+                );
+            }
+            let per_step = (args.batch.max(1) * args.accumulate.max(1)) as f64;
+            let steps = (e * records as f64 / per_step).ceil() as usize;
+            steps.clamp(args.min_steps, args.max_steps)
+        }
+        (None, None) => 300,
+    })
+}
+
+/// Every `len / limit`-th record, so a dev subset spans the whole file (0 = all).
+fn evenly_spaced<T>(items: Vec<T>, limit: usize) -> Vec<T> {
+    if limit == 0 || items.len() <= limit {
+        return items;
+    }
+    let n = items.len();
+    let mut picked = vec![false; n];
+    for i in 0..limit {
+        picked[i * n / limit] = true;
+    }
+    items
+        .into_iter()
+        .zip(picked)
+        .filter_map(|(x, keep)| keep.then_some(x))
+        .collect()
+}
+
+fn config(args: &Args, steps: usize) -> anyhow::Result<TrainConfig> {
     let method = match args.method.as_str() {
         "adalora" => Method::AdaLora,
         "lora" => Method::Lora,
@@ -130,7 +194,7 @@ fn config(args: &Args) -> anyhow::Result<TrainConfig> {
         "constant" => Decay::Constant,
         d => bail!("unknown decay `{d}` (cosine, linear, constant)"),
     };
-    let defaults = TrainConfig::skill_defaults(args.steps);
+    let defaults = TrainConfig::skill_defaults(steps);
     Ok(TrainConfig {
         method,
         targets: args
@@ -142,7 +206,7 @@ fn config(args: &Args) -> anyhow::Result<TrainConfig> {
         r: args.r,
         target_r: args.target_r,
         alpha: args.alpha,
-        steps: args.steps,
+        steps,
         batch: args.batch,
         accumulate: args.accumulate.max(1),
         max_len: args.max_len,
@@ -159,6 +223,11 @@ fn config(args: &Args) -> anyhow::Result<TrainConfig> {
         beta2: 0.85,
         orth_reg_weight: args.orth_reg_weight,
         checkpoint_every: args.checkpoint_every,
+        early_stopping: args.dev.as_ref().map(|_| EarlyStopping {
+            eval_every: args.eval_every.max(1),
+            patience: args.patience.max(1),
+            min_delta: args.min_delta,
+        }),
     })
 }
 
@@ -175,7 +244,10 @@ pub fn plot_loss(metrics: &[StepMetrics], path: &Path) -> anyhow::Result<()> {
     let root = SVGBackend::with_string(&mut svg, (800, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("training loss", ("sans-serif", 20))
+        .caption(
+            "training loss (blue, red: 20-step mean), dev loss (green)",
+            ("sans-serif", 20),
+        )
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(50)
@@ -204,6 +276,18 @@ pub fn plot_loss(metrics: &[StepMetrics], path: &Path) -> anyhow::Result<()> {
         })
         .collect();
     chart.draw_series(LineSeries::new(smooth, RED.stroke_width(2)))?;
+    // The dev loss at evaluation steps, what selects the exported step.
+    let dev: Vec<(usize, f64)> = metrics
+        .iter()
+        .filter_map(|m| m.dev_loss.map(|l| (m.step, l.clamp(min_loss, max_loss))))
+        .collect();
+    if !dev.is_empty() {
+        chart.draw_series(LineSeries::new(dev.clone(), GREEN.stroke_width(2)))?;
+        chart.draw_series(
+            dev.iter()
+                .map(|&(x, y)| Circle::new((x, y), 3, GREEN.filled())),
+        )?;
+    }
     root.present()?;
     drop(chart);
     drop(root);
@@ -270,9 +354,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         target_tokens,
         base.display()
     );
-    let cfg = config(&args)?;
+    let dev_examples = match &args.dev {
+        Some(path) => {
+            let records = evenly_spaced(read_jsonl(path)?, args.dev_limit);
+            let examples = records
+                .iter()
+                .map(|r| tokenize(&vocab, r, args.max_len))
+                .collect::<Result<Vec<_>, _>>()?;
+            eprintln!(
+                "{} dev records from {} for selection and early stopping (every {} steps, patience {})",
+                examples.len(),
+                path.display(),
+                args.eval_every,
+                args.patience
+            );
+            examples
+        }
+        None => Vec::new(),
+    };
+    let cfg = config(&args, step_budget(&args, examples.len())?)?;
     let model = Llama::new(ModelWeights::load(&base, &dev, dtype)?);
     let mut trainer = Trainer::new(model, cfg.clone(), examples, &out)?;
+    trainer.set_dev_examples(dev_examples)?;
     if args.resume {
         if trainer.resume()? {
             eprintln!("resumed at step {}", trainer.step());
@@ -286,6 +389,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     } else {
         let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+        let _ = std::fs::remove_dir_all(out.join("best"));
     }
     let bar = ProgressBar::new(cfg.steps as u64).with_position(trainer.step() as u64);
     bar.set_style(
@@ -294,12 +398,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut tokens = 0usize;
-    while trainer.step() < cfg.steps {
+    while !trainer.finished() {
         let m = trainer.train_step()?;
         tokens += m.tokens;
         bar.set_position(m.step as u64);
+        let best = trainer
+            .selection()
+            .best
+            .map(|(step, loss)| format!("  dev best {loss:.3} @{step}"))
+            .unwrap_or_default();
         bar.set_message(format!(
-            "loss {:.3}  lr {:.2e}  {:.0} tok/s{}",
+            "loss {:.3}  lr {:.2e}  {:.0} tok/s{}{best}",
             m.loss,
             m.lr,
             tokens as f64 / started.elapsed().as_secs_f64(),
@@ -307,7 +416,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .map(|b| format!("  rank budget {b}"))
                 .unwrap_or_default()
         ));
-        if m.step % 10 == 0 || m.step == cfg.steps {
+        if m.step % 10 == 0 || m.step == cfg.steps || m.dev_loss.is_some() {
             plot_loss(
                 &read_metrics(&out.join("metrics.jsonl")),
                 &out.join("loss.svg"),
@@ -316,6 +425,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     bar.finish();
     trainer.save_checkpoint()?;
+    let stopped_at = trainer.step();
+    let selection = trainer.selection().clone();
+    let exported_step = trainer.restore_best()?.unwrap_or(stopped_at);
     let gguf_base = GgufInfo::open(&tokenizer_path)
         .ok()
         .filter(|_| tokenizer_path.is_file());
@@ -333,19 +445,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "gguf": report.gguf.as_ref().map(|p| p.display().to_string()),
         "modules": report.modules,
         "total_rank": report.total_rank,
-        "steps": trainer.step(),
+        "step_budget": cfg.steps,
+        "steps": stopped_at,
+        "stopped_early": selection.stopped,
+        "exported_step": exported_step,
+        "best_dev_loss": selection.best.map(|(_, l)| l),
+        "dev_losses": metrics.iter().filter_map(|m| m.dev_loss.map(|l| (m.step, l))).collect::<Vec<_>>(),
         "first_loss": metrics.first().map(|m| m.loss),
         "last_loss": metrics.last().map(|m| m.loss),
         "seconds": started.elapsed().as_secs_f64(),
         "tokens_per_s": tokens as f64 / started.elapsed().as_secs_f64(),
         "peak_rss_mib": super::proc_status_mib("VmHWM:"),
     });
+    // The run's own record, read by the pack build and its report.
+    skillpack_convert::write_atomic(
+        &out.join("train.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
     if args.json {
         super::print_json(&summary)?;
     } else {
+        if let Some((step, loss)) = selection.best {
+            println!(
+                "dev loss best {loss:.4} at step {step} of {stopped_at} ({}); exported that step",
+                if selection.stopped {
+                    "stopped early: no improvement"
+                } else {
+                    "step budget spent"
+                }
+            );
+        }
         println!(
             "trained {} steps in {:.0}s; adapter: {} (PEFT) and {}; loss curve: {}",
-            trainer.step(),
+            stopped_at,
             started.elapsed().as_secs_f64(),
             report.peft_dir.display(),
             report
@@ -364,8 +496,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn bench(args: &Args, base: &Path, dev: Device, dtype: DType) -> anyhow::Result<()> {
     let cfg = TrainConfig {
         checkpoint_every: 0,
-        steps: 1000,
-        ..config(args)?
+        early_stopping: None,
+        ..config(args, 1000)?
     };
     let model = Llama::new(ModelWeights::load(base, &dev, dtype)?);
     let vocab = model.weights.config.vocab_size as u32;

@@ -11,7 +11,7 @@ pub mod fit;
 pub mod router;
 
 pub use features::{FeatureExtractor, FeatureKind, TokenEmbeddings};
-pub use router::{Router, RouterConfig};
+pub use router::{Commit, Router, RouterConfig};
 
 /// Errors of routing, naming the file or the mismatch.
 #[derive(Debug, thiserror::Error)]

@@ -34,6 +34,9 @@ pub struct RouterConfig {
     pub gain: f32,
     /// Softmax temperature.
     pub temperature: f32,
+    /// How the scores become weights: softmax (default), sparsemax or top-1 above a threshold.
+    #[serde(default, skip_serializing_if = "Commit::is_softmax")]
+    pub commit: Commit,
     /// L2-normalize standardized features before the head (prototype routers).
     #[serde(default)]
     pub normalize_input: bool,
@@ -42,6 +45,95 @@ pub struct RouterConfig {
     /// How it was trained: data, steps, seed, final loss.
     #[serde(default)]
     pub training: serde_json::Value,
+}
+
+/// How a router's scores (logits / temperature) become weights. Softmax spreads some weight over
+/// every skill; the other two commit to the chosen skill, so it is not diluted by the rest.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum Commit {
+    /// Softmax: every output gets some weight.
+    #[default]
+    Softmax,
+    /// Sparsemax (Martins & Astudillo, 2016): the Euclidean projection of the scores onto the
+    /// simplex; outputs far below the top get exactly zero.
+    Sparsemax,
+    /// The top output alone at weight 1 when its softmax probability is at least `threshold`;
+    /// the softmax otherwise.
+    Top1 { threshold: f32 },
+}
+
+impl Commit {
+    fn is_softmax(&self) -> bool {
+        *self == Commit::Softmax
+    }
+
+    /// Parses `softmax`, `sparsemax` or `top1:THRESHOLD` (e.g. `top1:0.5`).
+    pub fn parse(spec: &str) -> std::result::Result<Self, String> {
+        match spec {
+            "softmax" => Ok(Commit::Softmax),
+            "sparsemax" => Ok(Commit::Sparsemax),
+            s => {
+                let t = s
+                    .strip_prefix("top1:")
+                    .and_then(|t| t.parse::<f32>().ok())
+                    .filter(|t| (0.0..=1.0).contains(t))
+                    .ok_or_else(|| {
+                        format!("unknown commit mode `{s}` (softmax, sparsemax, top1:T with T in [0, 1])")
+                    })?;
+                Ok(Commit::Top1 { threshold: t })
+            }
+        }
+    }
+
+    /// Short name for tables: `softmax`, `sparsemax`, `top1:0.5`.
+    pub fn label(&self) -> String {
+        match self {
+            Commit::Softmax => "softmax".into(),
+            Commit::Sparsemax => "sparsemax".into(),
+            Commit::Top1 { threshold } => format!("top1:{threshold}"),
+        }
+    }
+
+    /// The weights of `logits` at `temperature` under this mode (they sum to 1).
+    pub fn weights(&self, logits: &[f32], temperature: f32) -> Vec<f32> {
+        match *self {
+            Commit::Softmax => softmax(logits, temperature),
+            Commit::Sparsemax => {
+                let z: Vec<f32> = logits.iter().map(|l| l / temperature).collect();
+                sparsemax(&z)
+            }
+            Commit::Top1 { threshold } => {
+                let p = softmax(logits, temperature);
+                let top = (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+                if p[top] >= threshold {
+                    (0..p.len()).map(|i| (i == top) as u8 as f32).collect()
+                } else {
+                    p
+                }
+            }
+        }
+    }
+}
+
+/// Sparsemax of `z`: `max(z_i - tau, 0)` with `tau` chosen so the result sums to 1.
+pub fn sparsemax(z: &[f32]) -> Vec<f32> {
+    if z.iter().any(|v| !v.is_finite()) {
+        return vec![f32::NAN; z.len()];
+    }
+    let mut sorted = z.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    // The support is the largest k with 1 + k z_(k) > sum of the top k.
+    let (mut cumulative, mut support_sum, mut k) = (0f32, 0f32, 0usize);
+    for (i, v) in sorted.iter().enumerate() {
+        cumulative += v;
+        if 1.0 + (i + 1) as f32 * v > cumulative {
+            k = i + 1;
+            support_sum = cumulative;
+        }
+    }
+    let tau = (support_sum - 1.0) / k as f32;
+    z.iter().map(|v| (v - tau).max(0.0)).collect()
 }
 
 /// A router head with its feature standardization.
@@ -144,13 +236,14 @@ impl Router {
             .collect())
     }
 
-    /// Softmax over the outputs at `temperature` (default: the router's).
+    /// The outputs' weights at `temperature` (default: the router's), by the router's commit
+    /// mode (softmax unless set).
     pub fn probabilities(&self, features: &[f32], temperature: Option<f32>) -> Result<Vec<f32>> {
         let t = temperature.unwrap_or(self.config.temperature);
         if !(t > 0.0 && t.is_finite()) {
             return Err(RouteError::Invalid(format!("temperature {t} must be > 0")));
         }
-        let p = softmax(&self.logits(features)?, t);
+        let p = self.config.commit.weights(&self.logits(features)?, t);
         // Finite tensors can still overflow (huge weights, a tiny temperature): refuse rather
         // than hand NaN scales to llama.cpp.
         if p.iter().any(|v| !v.is_finite()) {
@@ -333,6 +426,7 @@ mod tests {
                 none_entry: true,
                 gain: 2.0,
                 temperature: 1.0,
+                commit: Commit::Softmax,
                 normalize_input: false,
                 base_fingerprint: "fp".into(),
                 training: serde_json::Value::Null,
@@ -379,6 +473,60 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("expects 2 features"));
+    }
+
+    #[test]
+    fn committing_modes_by_hand() {
+        // Sparsemax of (1.0, 0.5, -1.0): support {0, 1}, tau = (1.5 - 1) / 2 = 0.25.
+        let w = sparsemax(&[1.0, 0.5, -1.0]);
+        assert_eq!(w, vec![0.75, 0.25, 0.0]);
+        // A clear winner takes everything: (2, 0, 0) -> tau = 1.
+        assert_eq!(sparsemax(&[2.0, 0.0, 0.0]), vec![1.0, 0.0, 0.0]);
+        // Ties share: (0.3, 0.3, 0.3) -> 1/3 each.
+        for v in sparsemax(&[0.3, 0.3, 0.3]) {
+            assert!((v - 1.0 / 3.0).abs() < 1e-6);
+        }
+        // Through the router: logits (2, 0, 0) at temperature 4 -> z (0.5, 0, 0): support all
+        // three? 1 + 3 * 0 > 0.5, so tau = (0.5 - 1) / 3 = -1/6: (2/3, 1/6, 1/6).
+        let mut r = router();
+        r.config.commit = Commit::Sparsemax;
+        let p = r.probabilities(&[3.0, 0.0], Some(4.0)).unwrap();
+        for (got, want) in p.iter().zip([2.0 / 3.0, 1.0 / 6.0, 1.0 / 6.0]) {
+            assert!((got - want).abs() < 1e-6, "{p:?}");
+        }
+        // Top-1 at 0.5: softmax (e^2, 1, 1)/(e^2 + 2) has 0.787 on the first output: one-hot,
+        // times the gain (2) for skill a, nothing for b.
+        r.config.commit = Commit::Top1 { threshold: 0.5 };
+        let w = r
+            .weights_for(&[3.0, 0.0], None, &["a".into(), "b".into()])
+            .unwrap();
+        assert_eq!(w, vec![2.0, 0.0]);
+        // Below the threshold the softmax stays: at 0.9 the weights are softmax × gain.
+        r.config.commit = Commit::Top1 { threshold: 0.9 };
+        let e2 = 2f32.exp();
+        let w = r.weights_for(&[3.0, 0.0], None, &["a".into()]).unwrap();
+        assert!((w[0] - 2.0 * e2 / (e2 + 2.0)).abs() < 1e-6);
+        // "No skill" on top commits to the base model: features (1, 0) standardize to (0, 0),
+        // so the logits are the bias (0, 0, 3): none has 0.909 >= 0.5 and every skill gets 0.
+        r.bias = vec![0.0, 0.0, 3.0];
+        assert_eq!(
+            r.weights_for(&[1.0, 0.0], None, &["a".into(), "b".into()])
+                .unwrap(),
+            vec![0.0, 0.0]
+        );
+        assert_eq!(
+            Commit::parse("top1:0.6").unwrap(),
+            Commit::Top1 { threshold: 0.6 }
+        );
+        assert_eq!(Commit::parse("sparsemax").unwrap(), Commit::Sparsemax);
+        assert!(Commit::parse("top1:2").is_err() && Commit::parse("max").is_err());
+        // Saved and loaded with the mode; a config without the field reads as softmax.
+        let dir = tempfile::tempdir().unwrap();
+        let file = r.save(dir.path()).unwrap();
+        assert_eq!(
+            Router::load(&dir.path().join(&file)).unwrap().config.commit,
+            r.config.commit
+        );
     }
 
     #[test]

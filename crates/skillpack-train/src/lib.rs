@@ -23,7 +23,7 @@ pub use model::{Llama, ModuleKey};
 pub use ops::frozen_linear;
 pub use peft_io::{export_trained, load_peft, save_peft, ExportReport, PeftExport};
 pub use skillpack_convert::SeededNormal;
-pub use trainer::{Decay, StepMetrics, TrainConfig, Trainer};
+pub use trainer::{Decay, EarlyStopping, Selection, StepMetrics, TrainConfig, Trainer};
 pub use weights::{LayerWeights, ModelWeights, PROJECTIONS};
 
 /// Errors of training.

@@ -53,6 +53,21 @@ pub struct TrainConfig {
     pub beta2: f64,
     pub orth_reg_weight: f64,
     pub checkpoint_every: usize,
+    /// Evaluate a held-out loss, keep the best step, stop when it stops improving.
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// Selection and early stopping by the loss on held-out records (the skill's dev split).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct EarlyStopping {
+    /// Evaluate the dev loss every this many optimizer steps (and at the last step).
+    pub eval_every: usize,
+    /// Stop after this many evaluations in a row without a new best.
+    pub patience: usize,
+    /// An evaluation is a new best only when it is lower than the best by more than this
+    /// (nats per target token).
+    pub min_delta: f64,
 }
 
 impl TrainConfig {
@@ -81,6 +96,7 @@ impl TrainConfig {
             beta2: 0.85,
             orth_reg_weight: 0.5,
             checkpoint_every: 50,
+            early_stopping: None,
         }
     }
 
@@ -127,6 +143,9 @@ pub struct StepMetrics {
     /// Resident memory after the step (Linux; 0 elsewhere).
     #[serde(default)]
     pub rss_mib: f64,
+    /// Mean loss per target token on the dev records, at evaluation steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_loss: Option<f64>,
 }
 
 fn rss_mib() -> f64 {
@@ -143,6 +162,28 @@ struct CheckpointState {
     step: usize,
     rank_pattern: Option<BTreeMap<String, Vec<bool>>>,
     adam_t: usize,
+    #[serde(default)]
+    selection: Selection,
+}
+
+/// Where the dev-loss selection stands (checkpointed with the run).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Selection {
+    /// The step with the lowest dev loss so far and that loss.
+    pub best: Option<(usize, f64)>,
+    /// Evaluations since the best one.
+    pub evals_since_best: usize,
+    /// Patience ran out: training is over.
+    pub stopped: bool,
+}
+
+/// The best step's adapters, as `best/` holds them.
+#[derive(Serialize, Deserialize)]
+struct BestState {
+    step: usize,
+    dev_loss: f64,
+    /// AdaLoRA: the ranks in use at that step (the frozen pattern, or the non-zero E entries).
+    rank_pattern: Option<BTreeMap<String, Vec<bool>>>,
 }
 
 /// A training run over tokenized examples.
@@ -158,6 +199,9 @@ pub struct Trainer {
     out_dir: PathBuf,
     /// The current epoch's batches (epoch index, batches of example indices).
     epoch_batches: Option<(usize, Vec<Vec<usize>>)>,
+    /// Held-out records for the dev loss (empty: no evaluation).
+    dev: Vec<Example>,
+    selection: Selection,
 }
 
 fn module_name((layer, p): &ModuleKey) -> String {
@@ -232,7 +276,31 @@ impl Trainer {
             allocator,
             out_dir: out_dir.into(),
             epoch_batches: None,
+            dev: Vec::new(),
+            selection: Selection::default(),
         })
+    }
+
+    /// Held-out records whose loss selects the best step and stops training (needs
+    /// `config.early_stopping`).
+    pub fn set_dev_examples(&mut self, dev: Vec<Example>) -> Result<()> {
+        if self.config.early_stopping.is_some() && dev.is_empty() {
+            return Err(TrainError::Input(
+                "early stopping needs dev records (none given)".into(),
+            ));
+        }
+        self.dev = dev;
+        Ok(())
+    }
+
+    /// The dev-loss selection so far.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// Whether training is over: the step budget is spent or the dev loss stopped improving.
+    pub fn finished(&self) -> bool {
+        self.step >= self.config.steps || self.selection.stopped
     }
 
     /// Optimizer steps done.
@@ -285,18 +353,20 @@ impl Trainer {
         out
     }
 
-    /// Mean cross-entropy over the target tokens of `batch`, and the token counts.
+    /// Mean cross-entropy over the target tokens of `batch` (indices of training examples), and
+    /// the token counts (all positions, target positions).
     pub fn batch_loss(&self, batch: &[usize]) -> Result<(Tensor, usize, usize)> {
+        let examples: Vec<&Example> = batch.iter().map(|&i| &self.examples[i]).collect();
+        self.loss_of(&examples)
+    }
+
+    /// Mean cross-entropy over the target tokens of `examples` (one padded batch).
+    fn loss_of(&self, examples: &[&Example]) -> Result<(Tensor, usize, usize)> {
         let device = self.model.device();
-        let t = batch
-            .iter()
-            .map(|&i| self.examples[i].ids.len())
-            .max()
-            .unwrap_or(1);
-        let mut ids = Vec::with_capacity(batch.len() * t);
+        let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+        let mut ids = Vec::with_capacity(examples.len() * t);
         let (mut rows, mut labels) = (Vec::new(), Vec::new());
-        for (bi, &i) in batch.iter().enumerate() {
-            let ex = &self.examples[i];
+        for (bi, ex) in examples.iter().enumerate() {
             for pos in 0..t {
                 ids.push(*ex.ids.get(pos).unwrap_or(&0));
                 // Position pos predicts ids[pos + 1].
@@ -311,16 +381,129 @@ impl Trainer {
                 "a batch has no target tokens (outputs truncated away?)".into(),
             ));
         }
-        let ids = Tensor::from_vec(ids, (batch.len(), t), device)?;
+        let ids = Tensor::from_vec(ids, (examples.len(), t), device)?;
         let hidden = self.model.hidden(&ids)?;
         let h = hidden.dim(2)?;
         // Only the rows that predict a target go through the (vocabulary-sized) output layer.
         let picked = hidden
-            .reshape((batch.len() * t, h))?
+            .reshape((examples.len() * t, h))?
             .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
         let logits = self.model.logits(&picked)?.to_dtype(DType::F32)?;
         let loss = crate::ops::cross_entropy(&logits, &labels)?;
-        Ok((loss, batch.len() * t, rows.len()))
+        Ok((loss, examples.len() * t, rows.len()))
+    }
+
+    /// Mean loss per target token over the dev records with the current adapters (batches of
+    /// similar lengths, in a fixed order, so the figure is reproducible).
+    pub fn dev_loss(&self) -> Result<f64> {
+        if self.dev.is_empty() {
+            return Err(TrainError::Input("no dev records to evaluate".into()));
+        }
+        let mut order: Vec<&Example> = self
+            .dev
+            .iter()
+            .filter(|e| e.targets.iter().skip(1).any(|t| *t))
+            .collect();
+        order.sort_by_key(|e| e.ids.len());
+        let (mut sum, mut count) = (0f64, 0usize);
+        for chunk in order.chunks(self.config.batch.max(1)) {
+            let (loss, _, n) = self.loss_of(chunk)?;
+            sum += loss.detach().to_scalar::<f32>()? as f64 * n as f64;
+            count += n;
+        }
+        if count == 0 {
+            return Err(TrainError::Input(
+                "the dev records have no target tokens (outputs truncated away?)".into(),
+            ));
+        }
+        Ok(sum / count as f64)
+    }
+
+    /// Evaluates the dev loss, keeps the adapters when it is a new best, and decides whether
+    /// patience ran out. Returns the dev loss.
+    fn evaluate_and_select(&mut self, rule: EarlyStopping) -> Result<f64> {
+        let loss = self.dev_loss()?;
+        let improved = match self.selection.best {
+            None => true,
+            Some((_, best)) => loss < best - rule.min_delta,
+        };
+        if improved {
+            self.save_best(loss)?;
+            self.selection.best = Some((self.step, loss));
+            self.selection.evals_since_best = 0;
+        } else {
+            self.selection.evals_since_best += 1;
+            if self.selection.evals_since_best >= rule.patience.max(1) {
+                self.selection.stopped = true;
+            }
+        }
+        Ok(loss)
+    }
+
+    /// The ranks in use now: AdaLoRA's frozen pattern once set, else the triplets whose
+    /// singular value is not masked to zero (a zero E contributes nothing, as in PEFT).
+    fn current_rank_pattern(&self) -> Result<Option<BTreeMap<String, Vec<bool>>>> {
+        if self.allocator.is_none() {
+            return Ok(None);
+        }
+        if let Some(p) = self.rank_pattern() {
+            return Ok(Some(p.clone()));
+        }
+        let mut pattern = BTreeMap::new();
+        for (k, m) in &self.model.adapters {
+            let e = m.e.as_ref().expect("AdaLoRA modules have E");
+            let values = e
+                .as_tensor()
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?;
+            pattern.insert(module_name(k), values.iter().map(|v| *v != 0.0).collect());
+        }
+        Ok(Some(pattern))
+    }
+
+    fn best_dir(&self) -> PathBuf {
+        self.out_dir.join("best")
+    }
+
+    /// Sets every adapter parameter from `param.NAME` tensors read from `dir`.
+    fn set_params(&self, tensors: &HashMap<String, Tensor>, dir: &Path) -> Result<()> {
+        for (n, v) in self.vars() {
+            let t = tensors.get(&format!("param.{n}")).ok_or_else(|| {
+                TrainError::Input(format!("{}: the saved state lacks {n}", dir.display()))
+            })?;
+            v.set(t)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the adapters of the current step as the best ones (atomically, like checkpoints).
+    fn save_best(&self, dev_loss: f64) -> Result<()> {
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        for (n, v) in self.vars() {
+            tensors.insert(format!("param.{n}"), v.as_tensor().clone());
+        }
+        let state = BestState {
+            step: self.step,
+            dev_loss,
+            rank_pattern: self.current_rank_pattern()?,
+        };
+        write_state_dir(&self.out_dir, &self.best_dir(), &tensors, &state)
+    }
+
+    /// Puts the best step's adapters (and, for AdaLoRA, its rank pattern) back into the model,
+    /// so an export writes them. Returns that step, or `None` when no evaluation ran.
+    pub fn restore_best(&mut self) -> Result<Option<usize>> {
+        let dir = self.best_dir();
+        if self.selection.best.is_none() || !dir.join("state.json").is_file() {
+            return Ok(None);
+        }
+        let (state, tensors): (BestState, _) = read_state_dir(&dir, self.model.device())?;
+        self.set_params(&tensors, &dir)?;
+        if let Some(a) = &mut self.allocator {
+            a.rank_pattern = state.rank_pattern;
+        }
+        Ok(Some(state.step))
     }
 
     /// Runs one optimizer step (with gradient accumulation) and returns its metrics.
@@ -443,6 +626,14 @@ impl Trainer {
             rank_budget = Some(allocator.budget_schedule(self.step).0);
         }
         self.step += 1;
+        let mut dev_loss = None;
+        let mut evaluated = false;
+        if let Some(rule) = cfg.early_stopping {
+            if self.step.is_multiple_of(rule.eval_every.max(1)) || self.step == cfg.steps {
+                dev_loss = Some(self.evaluate_and_select(rule)?);
+                evaluated = true;
+            }
+        }
         let metrics = StepMetrics {
             step: self.step,
             loss: loss_sum / cfg.accumulate as f64,
@@ -454,6 +645,7 @@ impl Trainer {
             seconds: started.elapsed().as_secs_f64(),
             rank_budget,
             rss_mib: rss_mib(),
+            dev_loss,
         };
         let line = serde_json::to_string(&metrics).map_err(|e| TrainError::Input(e.to_string()))?;
         let metrics_path = self.out_dir.join("metrics.jsonl");
@@ -463,7 +655,10 @@ impl Trainer {
             .open(&metrics_path)
             .map_err(|e| TrainError::io(&metrics_path, e))?;
         writeln!(f, "{line}").map_err(|e| TrainError::io(&metrics_path, e))?;
-        if cfg.checkpoint_every > 0 && self.step.is_multiple_of(cfg.checkpoint_every) {
+        // After an evaluation the checkpoint records the selection, so a resumed run neither
+        // repeats nor loses a stopping decision.
+        if evaluated || (cfg.checkpoint_every > 0 && self.step.is_multiple_of(cfg.checkpoint_every))
+        {
             self.save_checkpoint()?;
         }
         Ok(metrics)
@@ -476,10 +671,6 @@ impl Trainer {
     /// Writes the full state (adapters, AdamW moments, allocator) atomically: a new directory is
     /// written and synced, then swapped in; a crash leaves the previous checkpoint intact.
     pub fn save_checkpoint(&self) -> Result<()> {
-        let dir = self.checkpoint_dir();
-        let tmp = self.out_dir.join("checkpoint.tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
         for (n, v) in self.vars() {
             tensors.insert(format!("param.{n}"), v.as_tensor().clone());
@@ -495,29 +686,14 @@ impl Trainer {
                 tensors.insert(format!("alloc.{n}"), t);
             }
         }
-        candle_core::safetensors::save(&tensors, tmp.join("state.safetensors"))?;
         let state = CheckpointState {
             config: self.config.clone(),
             step: self.step,
             rank_pattern: self.rank_pattern().cloned(),
             adam_t: self.adam_t,
+            selection: self.selection.clone(),
         };
-        let json =
-            serde_json::to_vec_pretty(&state).map_err(|e| TrainError::Input(e.to_string()))?;
-        std::fs::write(tmp.join("state.json"), json).map_err(|e| TrainError::io(&tmp, e))?;
-        for f in ["state.safetensors", "state.json"] {
-            std::fs::File::open(tmp.join(f))
-                .and_then(|f| f.sync_all())
-                .map_err(|e| TrainError::io(&tmp, e))?;
-        }
-        let old = self.out_dir.join("checkpoint.old");
-        let _ = std::fs::remove_dir_all(&old);
-        if dir.exists() {
-            std::fs::rename(&dir, &old).map_err(|e| TrainError::io(&dir, e))?;
-        }
-        std::fs::rename(&tmp, &dir).map_err(|e| TrainError::io(&dir, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
+        write_state_dir(&self.out_dir, &self.checkpoint_dir(), &tensors, &state)
     }
 
     /// Drops the lines of `metrics.jsonl` past `step` (and any line a kill cut short).
@@ -554,24 +730,14 @@ impl Trainer {
                 return Ok(false);
             }
         }
-        let state: CheckpointState = serde_json::from_slice(
-            &std::fs::read(dir.join("state.json")).map_err(|e| TrainError::io(&dir, e))?,
-        )
-        .map_err(|e| TrainError::Input(format!("{}: {e}", dir.display())))?;
+        let (state, tensors): (CheckpointState, _) = read_state_dir(&dir, self.model.device())?;
         if state.config != self.config {
             return Err(TrainError::Input(format!(
                 "{}: the checkpoint was made with other settings; resume with the same options or use a new --out",
                 dir.display()
             )));
         }
-        let tensors =
-            candle_core::safetensors::load(dir.join("state.safetensors"), self.model.device())?;
-        for (n, v) in self.vars() {
-            let t = tensors.get(&format!("param.{n}")).ok_or_else(|| {
-                TrainError::Input(format!("{}: checkpoint lacks {n}", dir.display()))
-            })?;
-            v.set(t)?;
-        }
+        self.set_params(&tensors, &dir)?;
         self.adam_m.clear();
         self.adam_v.clear();
         let mut alloc = HashMap::new();
@@ -590,10 +756,59 @@ impl Trainer {
         }
         self.adam_t = state.adam_t;
         self.step = state.step;
+        self.selection = state.selection;
         // Metrics after the checkpoint are replayed: drop the lines past it.
         self.drop_metrics_after(self.step)?;
         Ok(true)
     }
+}
+
+/// Writes `state.safetensors` and `state.json` into `dir` atomically: a sibling `.tmp`
+/// directory is written and synced, then swapped in; a crash leaves the previous one intact (or
+/// `dir.old`, which a resume falls back to).
+fn write_state_dir<S: Serialize>(
+    out_dir: &Path,
+    dir: &Path,
+    tensors: &HashMap<String, Tensor>,
+    state: &S,
+) -> Result<()> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("state")
+        .to_string();
+    let tmp = out_dir.join(format!("{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    candle_core::safetensors::save(tensors, tmp.join("state.safetensors"))?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| TrainError::Input(e.to_string()))?;
+    std::fs::write(tmp.join("state.json"), json).map_err(|e| TrainError::io(&tmp, e))?;
+    for f in ["state.safetensors", "state.json"] {
+        std::fs::File::open(tmp.join(f))
+            .and_then(|f| f.sync_all())
+            .map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    let old = out_dir.join(format!("{name}.old"));
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| TrainError::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| TrainError::io(dir, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Reads what [`write_state_dir`] wrote.
+fn read_state_dir<S: serde::de::DeserializeOwned>(
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<(S, HashMap<String, Tensor>)> {
+    let state: S = serde_json::from_slice(
+        &std::fs::read(dir.join("state.json")).map_err(|e| TrainError::io(dir, e))?,
+    )
+    .map_err(|e| TrainError::Input(format!("{}: {e}", dir.display())))?;
+    let tensors = candle_core::safetensors::load(dir.join("state.safetensors"), device)?;
+    Ok((state, tensors))
 }
 
 #[cfg(test)]

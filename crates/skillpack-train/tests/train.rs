@@ -190,3 +190,175 @@ fn training_ids_are_the_ids_inference_feeds() {
     let answer: Vec<i32> = ex.ids[prompt.len()..].iter().map(|&t| t as i32).collect();
     assert_eq!(vocab.detokenize(&answer, true), "Thirst.<|im_end|>");
 }
+
+/// All adapter parameters, flattened, in a fixed order.
+fn params(t: &Trainer) -> Vec<f32> {
+    let mut out = Vec::new();
+    for m in t.model.adapters.values() {
+        for v in [Some(&m.a), Some(&m.b), m.e.as_ref()].into_iter().flatten() {
+            out.extend(
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn dev_loss_keeps_the_best_step_and_stops_when_it_rises() {
+    let vocab = vocab_model(&tiny());
+    // Dev records ask the same questions with other answers: once training memorises its own
+    // answers, the dev loss rises.
+    let words = ["renal", "sepsis", "ulcer", "gout"];
+    let dev: Vec<_> = records()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            r.output = format!("{}; {}", words[i % 4], words[(i + 1) % 4]);
+            tokenize(&vocab, &r, 64).unwrap()
+        })
+        .collect();
+    let rule = skillpack_train::EarlyStopping {
+        eval_every: 2,
+        patience: 3,
+        min_delta: 0.0,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let new_trainer = || {
+        let cfg = TrainConfig {
+            early_stopping: Some(rule),
+            ..config(Method::AdaLora, 60)
+        };
+        let model = Llama::new(ModelWeights::load(&tiny(), &Device::Cpu, DType::F32).unwrap());
+        Trainer::new(model, cfg, examples(&vocab), tmp.path()).unwrap()
+    };
+    let mut t = new_trainer();
+    t.set_dev_examples(dev).unwrap();
+    let mut evals = Vec::new();
+    let mut snapshots = std::collections::BTreeMap::new();
+    while !t.finished() {
+        let m = t.train_step().unwrap();
+        if let Some(l) = m.dev_loss {
+            evals.push((m.step, l));
+            snapshots.insert(m.step, params(&t));
+        }
+    }
+    println!("dev losses {evals:.3?}");
+    let &(best_step, best_loss) = evals.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert_eq!(t.selection().best, Some((best_step, best_loss)));
+    let after = evals.iter().filter(|(s, _)| *s > best_step);
+    assert!(
+        after.clone().all(|(_, l)| *l > best_loss) && after.count() == rule.patience,
+        "the run must see its dev loss rise for `patience` evaluations after the best: {evals:?}"
+    );
+    assert!(
+        t.selection().stopped && t.step() == best_step + rule.patience * rule.eval_every,
+        "stopped at {} (best {best_step})",
+        t.step()
+    );
+    assert!(
+        t.step() < 60,
+        "early stopping ended the run before its budget"
+    );
+    // The exported adapters are the best step's, bit for bit, and score its dev loss.
+    assert_eq!(t.restore_best().unwrap(), Some(best_step));
+    assert!(params(&t)
+        .iter()
+        .zip(&snapshots[&best_step])
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!((t.dev_loss().unwrap() - best_loss).abs() < 1e-6);
+    // A resumed run knows it has stopped, and where its best was.
+    drop(t);
+    let mut resumed = new_trainer();
+    assert!(resumed.resume().unwrap());
+    assert!(resumed.finished());
+    assert_eq!(resumed.selection().best, Some((best_step, best_loss)));
+}
+
+#[test]
+fn loss_at_target_positions_equals_the_full_output_layer() {
+    // The trainer runs the output layer only where a target is predicted; the same loss and
+    // gradients must come from the full computation (every position's logits, candle's ops).
+    let tmp = tempfile::tempdir().unwrap();
+    let vocab = vocab_model(&tiny());
+    let exs = examples(&vocab);
+    let t = trainer(Method::Lora, 10, tmp.path());
+    // Non-zero B so every parameter has a gradient.
+    for m in t.model.adapters.values() {
+        let b = m.b.as_tensor();
+        m.b.set(&(b.ones_like().unwrap() * 0.01).unwrap()).unwrap();
+    }
+    let batch = [0usize, 5, 9];
+    let (loss, _, n_targets) = t.batch_loss(&batch).unwrap();
+    let fast = loss.backward().unwrap();
+
+    let len = batch.iter().map(|&i| exs[i].ids.len()).max().unwrap();
+    let (mut ids, mut labels, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for &i in &batch {
+        let e = &exs[i];
+        for pos in 0..len {
+            ids.push(*e.ids.get(pos).unwrap_or(&0));
+            let target = pos + 1 < e.ids.len() && e.targets[pos + 1];
+            labels.push(if target { e.ids[pos + 1] } else { 0 });
+            mask.push(if target { 1f32 } else { 0.0 });
+        }
+    }
+    assert_eq!(mask.iter().filter(|m| **m > 0.0).count(), n_targets);
+    let dev = Device::Cpu;
+    let ids = candle_core::Tensor::from_vec(ids, (batch.len(), len), &dev).unwrap();
+    let hidden = t.model.hidden(&ids).unwrap();
+    let h = hidden.dim(2).unwrap();
+    let logits = t
+        .model
+        .logits(&hidden.reshape((batch.len() * len, h)).unwrap())
+        .unwrap();
+    let max = logits.max_keepdim(1).unwrap();
+    let lse = (logits
+        .broadcast_sub(&max)
+        .unwrap()
+        .exp()
+        .unwrap()
+        .sum_keepdim(1)
+        .unwrap()
+        .log()
+        .unwrap()
+        + &max)
+        .unwrap();
+    let labels = candle_core::Tensor::from_vec(labels, (batch.len() * len, 1), &dev).unwrap();
+    let picked = logits.gather(&labels, 1).unwrap();
+    let mask_t = candle_core::Tensor::from_vec(mask, (batch.len() * len, 1), &dev).unwrap();
+    let full_loss = ((lse - picked).unwrap() * &mask_t)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .affine(1.0 / n_targets as f64, 0.0)
+        .unwrap();
+    let full = full_loss.backward().unwrap();
+    let (a, b) = (
+        loss.to_scalar::<f32>().unwrap(),
+        full_loss.to_scalar::<f32>().unwrap(),
+    );
+    println!("loss at target rows {a}, full {b}");
+    assert!((a - b).abs() < 1e-5 * b.abs());
+    let mut worst = 0f32;
+    for m in t.model.adapters.values() {
+        for v in [&m.a, &m.b] {
+            let g1 = fast.get(v.as_tensor()).unwrap().flatten_all().unwrap();
+            let g2 = full.get(v.as_tensor()).unwrap().flatten_all().unwrap();
+            let max_abs = |t: candle_core::Tensor| {
+                t.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+            };
+            let scale = max_abs(g2.clone());
+            let diff = max_abs((g1 - g2).unwrap());
+            assert!(scale > 0.0);
+            worst = worst.max(diff / scale);
+        }
+    }
+    println!("largest gradient difference relative to the gradient's scale: {worst:e}");
+    assert!(worst < 1e-4);
+}
