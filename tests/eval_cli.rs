@@ -47,11 +47,98 @@ fn all_tasks_write_predictions_summaries_table_and_chart() {
             serde_json::from_str(predictions.lines().next().unwrap()).unwrap();
         assert!(first["id"].as_str().unwrap().starts_with(task));
     }
+    for s in summaries {
+        let task = s["task"].as_str().unwrap();
+        let (lo, hi) = (
+            s["interval"][0].as_f64().unwrap(),
+            s["interval"][1].as_f64().unwrap(),
+        );
+        let headline = s["metrics"][0][1].as_f64().unwrap();
+        assert!(
+            lo <= headline && headline <= hi,
+            "{task}: {lo} {headline} {hi}"
+        );
+        let classifies = matches!(
+            task,
+            "pubmedqa" | "medqa" | "medmcqa" | "chemprot" | "hoc" | "healthver"
+        );
+        assert_eq!(s["balance"].is_object(), classifies, "{task}");
+        assert_eq!(s["calibration"], "none");
+    }
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
-    assert!(table.contains("| PubMedQA | accuracy |"), "{table}");
+    assert!(table.contains("| PubMedQA | macro_f1 |"), "{table}");
+    assert!(table.contains("| HoC | macro_f1 |"), "{table}");
+    assert!(table.contains("gold's largest class"), "{table}");
     assert!(table.contains("mean of unseen tasks"), "{table}");
     let svg = std::fs::read_to_string(out.join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("COVID-QA"));
+}
+
+/// Content-free calibration subtracts one prior per option: under the base model PubMedQA's
+/// content-free prompt is the same for every item, so calibrated minus plain scores must be the
+/// same vector for every item (and not zero).
+#[test]
+fn content_free_calibration_subtracts_one_prior_per_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = raw_data();
+    let run = |calibration: &str| -> Vec<Vec<f64>> {
+        let out = tmp.path().join(calibration);
+        let (ok, stdout, err) = skillpack(&[
+            &"eval",
+            &"--task",
+            &"pubmedqa",
+            &"--no-skills",
+            &"--limit",
+            &"4",
+            &"--threads",
+            &"2",
+            &"--raw",
+            &raw,
+            &"--calibration",
+            &calibration,
+            &"--out",
+            &out,
+            &"--json",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(v["summaries"][0]["calibration"], calibration);
+        std::fs::read_to_string(out.join("base/pubmedqa.predictions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let p: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_eq!(
+                    p["calibrated"].as_bool().unwrap_or(false),
+                    calibration != "none"
+                );
+                p["option_scores"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let plain = run("none");
+    let calibrated = run("content-free");
+    let prior: Vec<Vec<f64>> = plain
+        .iter()
+        .zip(&calibrated)
+        .map(|(p, c)| p.iter().zip(c).map(|(a, b)| a - b).collect())
+        .collect();
+    println!("content-free log-likelihoods per item: {prior:.4?}");
+    assert_eq!(prior[0].len(), 3, "yes, no, maybe");
+    assert!(
+        prior[0].iter().all(|x| *x < -1e-3),
+        "a prior is a log-likelihood < 0"
+    );
+    for p in &prior[1..] {
+        for (a, b) in p.iter().zip(&prior[0]) {
+            assert!((a - b).abs() < 1e-3, "{prior:?}");
+        }
+    }
 }
 
 #[test]

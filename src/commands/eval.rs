@@ -69,6 +69,10 @@ pub struct Args {
     /// Reuse summaries already in OUT (same config, task, split and item count).
     #[arg(long)]
     pub resume: bool,
+    /// Option scoring: none (log-likelihood) or content-free (minus each option's
+    /// log-likelihood after a content-free prompt, for base and packs alike).
+    #[arg(long, default_value = "none")]
+    pub calibration: harness::Calibration,
     /// How weighted skills are applied: multi, fused, fused-compressed, auto.
     #[arg(long, default_value = "auto")]
     pub mode: Mode,
@@ -387,7 +391,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if args.resume {
                 if let Ok(text) = std::fs::read_to_string(&summary_path) {
                     if let Ok(s) = serde_json::from_str::<TaskSummary>(&text) {
-                        if s.items == items.len() && s.split == split {
+                        if s.items == items.len()
+                            && s.split == split
+                            && s.calibration == args.calibration
+                        {
                             eprintln!(
                                 "{} / {task}: reusing {}",
                                 config.label,
@@ -408,15 +415,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .progress_chars("=> "),
             );
             bar.set_prefix(format!("{} / {task}", config.label));
-            let (predictions, summary) = harness::evaluate(
-                &mut ctx,
-                policy.as_mut(),
+            let run = harness::RunSpec {
                 task,
-                &config.label,
-                &split,
-                &items,
-                |i| bar.set_position(i as u64),
-            )?;
+                config: &config.label,
+                split: &split,
+                calibration: args.calibration,
+            };
+            let (predictions, summary) =
+                harness::evaluate(&mut ctx, policy.as_mut(), &run, &items, |i| {
+                    bar.set_position(i as u64)
+                })?;
             bar.finish_and_clear();
             let mut jsonl = Vec::new();
             for p in &predictions {
@@ -431,8 +439,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .iter()
                     .map(|(k, v)| format!("{k} {:.1}", v * 100.0))
                     .collect();
+                let interval = summary
+                    .interval
+                    .map(|(lo, hi)| format!(" [95 % {:.1}–{:.1}]", lo * 100.0, hi * 100.0))
+                    .unwrap_or_default();
+                let balance = summary
+                    .balance
+                    .as_ref()
+                    .map(|b| {
+                        format!(
+                            "  predicted `{}` {:.0} % (gold `{}` {:.0} %){}",
+                            b.predicted_top,
+                            b.predicted_share * 100.0,
+                            b.gold_top,
+                            b.gold_share * 100.0,
+                            if b.collapsed { " COLLAPSED" } else { "" }
+                        )
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "{:<12} {:<10} {:>4} items  {}  ({:.0} s, {:.2} items/s, {:.0} tok/s)",
+                    "{:<12} {:<10} {:>4} items  {}{interval}{balance}  ({:.0} s, {:.2} items/s, {:.0} tok/s)",
                     config.label,
                     task,
                     summary.items,
@@ -446,7 +472,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             summaries.push(summary);
         }
     }
-    let table = report::markdown_table(&summaries);
+    let balance = report::balance_table(&summaries);
+    let mut table = report::markdown_table(&summaries);
+    table.push_str(&format!(
+        "\nScores in percent with a 95 % bootstrap interval over the items; option scoring: {}; ⚠ marks predictions collapsed onto one label.\n",
+        args.calibration.as_str()
+    ));
+    if !balance.is_empty() {
+        table.push_str("\nMost frequent predicted label and its share of the items:\n\n");
+        table.push_str(&balance);
+    }
     if args.all || configs.len() > 1 {
         write_atomic(&args.out.join("table.md"), table.as_bytes())?;
         write_atomic(

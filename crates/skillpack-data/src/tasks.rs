@@ -70,7 +70,7 @@ pub fn task_info(name: &str) -> Result<TaskInfo> {
             "pubmedqa",
             "PubMedQA",
             true,
-            &["accuracy", "macro_f1"],
+            &["macro_f1", "accuracy"],
             &["pubmedqa/pqal_trainval.json"],
         ),
         "medqa" => info("medqa", "MedQA", true, &["accuracy"], &["medqa/dev.jsonl"]),
@@ -95,15 +95,15 @@ pub fn task_info(name: &str) -> Result<TaskInfo> {
             "chemprot",
             "ChemProt",
             true,
-            &["accuracy", "macro_f1"],
+            &["macro_f1", "accuracy"],
             &["chemprot/train.txt", "chemprot/dev.txt"],
         ),
-        "hoc" => info("hoc", "HoC", true, &["sample_f1"], &["hoc"]),
+        "hoc" => info("hoc", "HoC", true, &["macro_f1", "sample_f1"], &["hoc"]),
         "healthver" => info(
             "healthver",
             "HealthVer",
             false,
-            &["accuracy", "macro_f1"],
+            &["macro_f1", "accuracy"],
             &["healthver/healthver_dev.csv"],
         ),
         "covidqa" => info(
@@ -272,6 +272,26 @@ pub fn covidqa_query(question: &str) -> String {
 
 /// The MeQSum query.
 pub const MEQSUM_QUERY: &str = "Summarize the question above as one short question.";
+
+/// The query of a content-free prompt for `item` (its content replaced by "N/A", the task's
+/// instruction and options kept), for calibrated option scoring: an option's log-likelihood
+/// under this prompt measures how much the model favours it whatever the input.
+pub fn content_free_query(item: &TaskItem) -> String {
+    match item.task {
+        "pubmedqa" => pubmedqa_query(CONTENT_FREE),
+        "healthver" => healthver_query(CONTENT_FREE),
+        // The question before the lettered options (`mcq_query`'s layout).
+        "medqa" | "medmcqa" => match item.query.find("\n\nA. ") {
+            Some(at) => format!("{CONTENT_FREE}{}", &item.query[at..]),
+            None => CONTENT_FREE.to_string(),
+        },
+        // The instruction is the whole query (ChemProt, each HoC label question).
+        _ => item.query.clone(),
+    }
+}
+
+/// The content-free input of calibrated scoring (Zhao et al., 2021).
+pub const CONTENT_FREE: &str = "N/A";
 
 /// Loads a task from the shared raw folder with its train/dev splits (`Rest` items included).
 pub fn load(task: &str, raw_dir: &Path) -> Result<Vec<TaskItem>> {

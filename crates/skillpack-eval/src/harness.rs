@@ -220,6 +220,11 @@ pub struct Prediction {
     #[serde(skip)]
     pub predicted_labels: Vec<usize>,
     #[serde(skip)]
+    pub gold_labels: Vec<usize>,
+    /// Option scores are calibrated (the content-free prompt's log-likelihood subtracted).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub calibrated: bool,
+    #[serde(skip)]
     pub entity_counts: metrics::EntityCounts,
     #[serde(skip)]
     pub extra: f64,
@@ -237,11 +242,65 @@ fn greedy(max_tokens: usize, stops: &[&str]) -> GenerateParams {
     }
 }
 
+/// How options are scored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Calibration {
+    /// Each option's log-likelihood after the prompt.
+    #[default]
+    None,
+    /// Minus the option's log-likelihood after a content-free prompt (the same instruction
+    /// and options with the input replaced by "N/A", under the same skills): what the model
+    /// favours whatever the input is taken out (Zhao et al., 2021).
+    ContentFree,
+}
+
+impl Calibration {
+    /// `none` or `content-free`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Calibration::None => "none",
+            Calibration::ContentFree => "content-free",
+        }
+    }
+}
+
+impl std::str::FromStr for Calibration {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(Calibration::None),
+            "content-free" => Ok(Calibration::ContentFree),
+            other => Err(format!(
+                "unknown calibration `{other}` (none, content-free)"
+            )),
+        }
+    }
+}
+
+/// `scores` minus each continuation's log-likelihood after the content-free prompt of `item`
+/// with query `query`.
+fn calibrate(
+    scorer: &mut Scorer<'_, '_>,
+    query: &str,
+    continuations: &[Vec<Token>],
+    scores: &mut [f64],
+) -> Result<()> {
+    let model = scorer.ctx.model();
+    let prompt = prompt_tokens(model, skillpack_data::tasks::CONTENT_FREE, query)?;
+    let prior = scorer.score(&prompt, continuations)?;
+    for (s, p) in scores.iter_mut().zip(prior) {
+        *s -= p;
+    }
+    Ok(())
+}
+
 /// Evaluates one item.
 pub fn evaluate_item<'m>(
     scorer: &mut Scorer<'_, 'm>,
     policy: &mut dyn SkillPolicy<'m>,
     item: &TaskItem,
+    calibration: Calibration,
 ) -> Result<Prediction> {
     let model = scorer.ctx.model();
     let mut prompt = prompt_tokens(model, &item.context, &item.query)?;
@@ -264,6 +323,8 @@ pub fn evaluate_item<'m>(
         predicted_index: None,
         gold_index: None,
         predicted_labels: Vec::new(),
+        gold_labels: Vec::new(),
+        calibrated: false,
         entity_counts: Default::default(),
         extra: 0.0,
     };
@@ -274,7 +335,11 @@ pub fn evaluate_item<'m>(
                 .iter()
                 .map(|o| answer_tokens(model, o))
                 .collect::<Result<Vec<_>>>()?;
-            let scores = scorer.score(&prompt, &conts)?;
+            let mut scores = scorer.score(&prompt, &conts)?;
+            if calibration == Calibration::ContentFree {
+                let query = skillpack_data::tasks::content_free_query(item);
+                calibrate(scorer, &query, &conts, &mut scores)?;
+            }
             let best = argmax(&scores);
             let mut p = blank(
                 options[best].clone(),
@@ -285,6 +350,7 @@ pub fn evaluate_item<'m>(
             p.weights = weights;
             p.predicted_index = Some(best);
             p.gold_index = Some(*gold);
+            p.calibrated = calibration == Calibration::ContentFree;
             Ok(p)
         }
         Target::MultiLabel {
@@ -300,7 +366,12 @@ pub fn evaluate_item<'m>(
             for (i, q) in queries.iter().enumerate() {
                 let label_prompt = prompt_tokens(model, &item.context, q)?;
                 weights = policy.apply(scorer.ctx, item, &label_prompt, label_prompt.len() + 2)?;
-                let s = scorer.score(&label_prompt, &[yes.clone(), no.clone()])?;
+                let answers = [yes.clone(), no.clone()];
+                let mut s = scorer.score(&label_prompt, &answers)?;
+                if calibration == Calibration::ContentFree {
+                    // The label question is the whole instruction: only the abstract goes.
+                    calibrate(scorer, q, &answers, &mut s)?;
+                }
                 margins.push(s[0] - s[1]);
                 if s[0] > s[1] {
                     predicted.push(i);
@@ -324,6 +395,8 @@ pub fn evaluate_item<'m>(
             p.option_scores = margins;
             p.weights = weights;
             p.predicted_labels = predicted;
+            p.gold_labels = gold.clone();
+            p.calibrated = calibration == Calibration::ContentFree;
             Ok(p)
         }
         Target::Entities { text, types, gold } => {
@@ -389,8 +462,13 @@ fn argmax(v: &[f64]) -> usize {
 
 /// Aggregates predictions into the task's metrics (headline first).
 pub fn task_metrics(task: &str, predictions: &[Prediction]) -> Vec<(String, f64)> {
+    let refs: Vec<&Prediction> = predictions.iter().collect();
+    metrics_of(task, &refs)
+}
+
+fn metrics_of(task: &str, predictions: &[&Prediction]) -> Vec<(String, f64)> {
     let n = predictions.len().max(1) as f64;
-    let mean = |f: &dyn Fn(&Prediction) -> f64| predictions.iter().map(f).sum::<f64>() / n;
+    let mean = |f: &dyn Fn(&Prediction) -> f64| predictions.iter().map(|p| f(p)).sum::<f64>() / n;
     match task {
         "bc5cdr" => {
             let mut c = metrics::EntityCounts::default();
@@ -403,7 +481,20 @@ pub fn task_metrics(task: &str, predictions: &[Prediction]) -> Vec<(String, f64)
                 ("entity_recall".into(), c.recall()),
             ]
         }
-        "hoc" => vec![("sample_f1".into(), mean(&|p| p.score))],
+        "hoc" => {
+            let pred: Vec<Vec<usize>> = predictions
+                .iter()
+                .map(|p| p.predicted_labels.clone())
+                .collect();
+            let gold: Vec<Vec<usize>> = predictions.iter().map(|p| p.gold_labels.clone()).collect();
+            vec![
+                (
+                    "macro_f1".into(),
+                    metrics::multilabel_macro_f1(&pred, &gold),
+                ),
+                ("sample_f1".into(), mean(&|p| p.score)),
+            ]
+        }
         "covidqa" => vec![
             ("f1".into(), mean(&|p| p.score)),
             ("exact_match".into(), mean(&|p| p.extra)),
@@ -415,12 +506,50 @@ pub fn task_metrics(task: &str, predictions: &[Prediction]) -> Vec<(String, f64)
                 .filter_map(|p| p.predicted_index)
                 .collect();
             let gold: Vec<usize> = predictions.iter().filter_map(|p| p.gold_index).collect();
-            let mut m = vec![("accuracy".into(), metrics::accuracy(&pred, &gold))];
+            let accuracy = ("accuracy".to_string(), metrics::accuracy(&pred, &gold));
             if matches!(task, "pubmedqa" | "chemprot" | "healthver") {
-                m.push(("macro_f1".into(), metrics::macro_f1(&pred, &gold)));
+                vec![
+                    ("macro_f1".into(), metrics::macro_f1(&pred, &gold)),
+                    accuracy,
+                ]
+            } else {
+                vec![accuracy]
             }
-            m
         }
+    }
+}
+
+/// A 95 % bootstrap interval of the task's headline metric over its items.
+pub fn headline_interval(task: &str, predictions: &[Prediction]) -> Option<(f64, f64)> {
+    metrics::bootstrap_interval(predictions.len(), 1000, |idx| {
+        let sample: Vec<&Prediction> = idx.iter().map(|&i| &predictions[i]).collect();
+        metrics_of(task, &sample)
+            .first()
+            .map(|m| m.1)
+            .unwrap_or(0.0)
+    })
+}
+
+/// The predicted and gold label balance of a classification task (choice tasks by option;
+/// MedQA/MedMCQA by the option's letter; HoC by the predicted label set). None otherwise.
+pub fn label_balance(task: &str, predictions: &[Prediction]) -> Option<metrics::LabelBalance> {
+    match task {
+        "pubmedqa" | "chemprot" | "healthver" | "hoc" => metrics::label_balance(
+            predictions
+                .iter()
+                .map(|p| (p.prediction.as_str(), p.gold.as_str())),
+        ),
+        "medqa" | "medmcqa" => {
+            const LETTERS: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
+            let letter =
+                |i: Option<usize>| LETTERS.get(i.unwrap_or(usize::MAX)).copied().unwrap_or("?");
+            metrics::label_balance(
+                predictions
+                    .iter()
+                    .map(|p| (letter(p.predicted_index), letter(p.gold_index))),
+            )
+        }
+        _ => None,
     }
 }
 
@@ -436,24 +565,45 @@ pub struct TaskSummary {
     pub items_per_s: f64,
     pub tokens_evaluated: usize,
     pub tokens_per_s: f64,
+    /// 95 % bootstrap interval of the headline metric.
+    #[serde(default)]
+    pub interval: Option<(f64, f64)>,
+    /// Predicted vs gold label concentration (classification tasks).
+    #[serde(default)]
+    pub balance: Option<metrics::LabelBalance>,
+    /// How options were scored.
+    #[serde(default)]
+    pub calibration: Calibration,
+}
+
+/// What a run evaluates: the task, the configuration's label, the split and the scoring.
+pub struct RunSpec<'a> {
+    pub task: &'a str,
+    pub config: &'a str,
+    pub split: &'a str,
+    pub calibration: Calibration,
 }
 
 /// Evaluates `items`, calling `progress` after each; returns predictions and the summary.
 pub fn evaluate<'m>(
     ctx: &mut Context<'m>,
     policy: &mut dyn SkillPolicy<'m>,
-    task: &str,
-    config: &str,
-    split: &str,
+    run: &RunSpec<'_>,
     items: &[TaskItem],
     mut progress: impl FnMut(usize),
 ) -> Result<(Vec<Prediction>, TaskSummary)> {
+    let RunSpec {
+        task,
+        config,
+        split,
+        calibration,
+    } = *run;
     let started = Instant::now();
     let mut scorer = Scorer::new(ctx);
     let mut predictions = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         predictions.push(
-            evaluate_item(&mut scorer, policy, item)
+            evaluate_item(&mut scorer, policy, item, calibration)
                 .map_err(|e| EvalError::Invalid(format!("item {}: {e}", item.id)))?,
         );
         progress(i + 1);
@@ -469,6 +619,9 @@ pub fn evaluate<'m>(
         items_per_s: items.len() as f64 / wall_s.max(1e-9),
         tokens_evaluated: scorer.tokens_evaluated,
         tokens_per_s: scorer.tokens_evaluated as f64 / wall_s.max(1e-9),
+        interval: headline_interval(task, &predictions),
+        balance: label_balance(task, &predictions),
+        calibration,
     };
     Ok((predictions, summary))
 }

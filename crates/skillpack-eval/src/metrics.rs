@@ -290,9 +290,158 @@ pub fn sample_f1(predicted: &[usize], gold: &[usize]) -> f64 {
     f1_from_counts(tp, p.len() - tp, g.len() - tp)
 }
 
+/// Label-wise macro F1 of multi-label predictions: each label's F1 over the items (as a binary
+/// task), averaged over the labels that occur in `gold` or `predicted` of some item.
+pub fn multilabel_macro_f1(predicted: &[Vec<usize>], gold: &[Vec<usize>]) -> f64 {
+    let labels: BTreeSet<usize> = predicted.iter().chain(gold).flatten().copied().collect();
+    if labels.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = labels
+        .iter()
+        .map(|l| {
+            let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+            for (p, g) in predicted.iter().zip(gold) {
+                match (p.contains(l), g.contains(l)) {
+                    (true, true) => tp += 1,
+                    (true, false) => fp += 1,
+                    (false, true) => fn_ += 1,
+                    (false, false) => {}
+                }
+            }
+            f1_from_counts(tp, fp, fn_)
+        })
+        .sum();
+    sum / labels.len() as f64
+}
+
+/// How concentrated the predicted labels are, beside the gold's own concentration: a classifier
+/// that answers one label for nearly every item scores its accuracy from the label mix alone.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LabelBalance {
+    /// The most frequent predicted label and its share of the items.
+    pub predicted_top: String,
+    pub predicted_share: f64,
+    /// The most frequent gold label and its share.
+    pub gold_top: String,
+    pub gold_share: f64,
+    /// Predictions collapse: one label for more than [`COLLAPSE_SHARE`] of the items while the
+    /// gold's largest class is under [`BALANCED_SHARE`].
+    pub collapsed: bool,
+}
+
+/// See [`LabelBalance::collapsed`].
+pub const COLLAPSE_SHARE: f64 = 0.8;
+/// See [`LabelBalance::collapsed`].
+pub const BALANCED_SHARE: f64 = 0.6;
+
+/// The label balance of `(predicted, gold)` label names (None without items).
+pub fn label_balance<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Option<LabelBalance> {
+    let mut predicted: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut gold: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut n = 0usize;
+    for (p, g) in pairs {
+        *predicted.entry(p).or_default() += 1;
+        *gold.entry(g).or_default() += 1;
+        n += 1;
+    }
+    // Ties go to the first label in name order, so the figure is reproducible.
+    fn top<'k>(m: &std::collections::BTreeMap<&'k str, usize>) -> Option<(&'k str, usize)> {
+        let mut best: Option<(&'k str, usize)> = None;
+        for (k, v) in m {
+            if best.is_none_or(|(_, bv)| *v > bv) {
+                best = Some((k, *v));
+            }
+        }
+        best
+    }
+    let (p, pc) = top(&predicted)?;
+    let (g, gc) = top(&gold)?;
+    let (predicted_share, gold_share) = (pc as f64 / n as f64, gc as f64 / n as f64);
+    Some(LabelBalance {
+        predicted_top: p.to_string(),
+        predicted_share,
+        gold_top: g.to_string(),
+        gold_share,
+        collapsed: predicted_share > COLLAPSE_SHARE && gold_share < BALANCED_SHARE,
+    })
+}
+
+/// A 95 % percentile bootstrap interval of `statistic` over `n` items resampled with
+/// replacement (`rounds` resamples, a fixed seed: the same items give the same interval).
+pub fn bootstrap_interval(
+    n: usize,
+    rounds: usize,
+    statistic: impl Fn(&[usize]) -> f64,
+) -> Option<(f64, f64)> {
+    if n == 0 || rounds == 0 {
+        return None;
+    }
+    // SplitMix64: small, fast, and fixed.
+    let mut state = 0x5EED_u64;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut values: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let sample: Vec<usize> = (0..n).map(|_| (next() % n as u64) as usize).collect();
+            statistic(&sample)
+        })
+        .collect();
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((q * (rounds - 1) as f64).round() as usize).min(rounds - 1)];
+    Some((at(0.025), at(0.975)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multilabel_macro_f1_balance_and_bootstrap_by_hand() {
+        // Label 0: tp 1, fn 1 -> 2/3; label 1: tp 1, fp 1 -> 2/3; label 2: fp 1 -> 0.
+        let pred = vec![vec![0, 1], vec![1, 2], vec![]];
+        let gold = vec![vec![0, 1], vec![], vec![0]];
+        assert!(close(
+            multilabel_macro_f1(&pred, &gold),
+            (2.0 / 3.0 + 2.0 / 3.0) / 3.0
+        ));
+        // 9 of 10 answers "yes" while gold is 5/5: collapsed.
+        let p = ["yes"; 9]
+            .iter()
+            .chain(&["no"])
+            .copied()
+            .collect::<Vec<_>>();
+        let g = ["yes", "no"].repeat(5);
+        let b = label_balance(p.iter().copied().zip(g.iter().copied())).unwrap();
+        assert_eq!(
+            (b.predicted_top.as_str(), b.gold_top.as_str()),
+            ("yes", "no")
+        );
+        assert!(close(b.predicted_share, 0.9) && close(b.gold_share, 0.5) && b.collapsed);
+        // The same predictions on a 9:1 gold are not a collapse: the gold is skewed too.
+        let g2 = p.clone();
+        assert!(
+            !label_balance(p.iter().copied().zip(g2.iter().copied()))
+                .unwrap()
+                .collapsed
+        );
+        // The bootstrap of a mean of 0/1 scores: half ones, 200 items -> about ±7 points.
+        let scores: Vec<f64> = (0..200).map(|i| (i % 2) as f64).collect();
+        let (lo, hi) = bootstrap_interval(200, 1000, |idx| {
+            idx.iter().map(|&i| scores[i]).sum::<f64>() / idx.len() as f64
+        })
+        .unwrap();
+        assert!(
+            lo > 0.41 && lo < 0.45 && hi > 0.55 && hi < 0.59,
+            "{lo} {hi}"
+        );
+        assert_eq!(bootstrap_interval(0, 10, |_| 0.0), None);
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9

@@ -56,8 +56,8 @@ pub fn markdown_table(summaries: &[TaskSummary]) -> String {
         let metric = info.metrics[0];
         let cells: Vec<String> = configs
             .iter()
-            .map(|c| match find(summaries, c, task).and_then(headline) {
-                Some(v) => format!("{:.1}", v * 100.0),
+            .map(|c| match find(summaries, c, task) {
+                Some(s) => cell(s),
                 None => "–".into(),
             })
             .collect();
@@ -93,6 +93,75 @@ pub fn markdown_table(summaries: &[TaskSummary]) -> String {
             })
             .collect();
         md.push_str(&format!("| {label} | | {} | | |\n", cells.join(" | ")));
+    }
+    md
+}
+
+/// A table cell: the headline score, its 95 % interval, and a mark when the predictions
+/// collapse onto one label.
+fn cell(s: &TaskSummary) -> String {
+    let Some(v) = headline(s) else {
+        return "–".into();
+    };
+    let mut out = format!("{:.1}", v * 100.0);
+    if let Some((lo, hi)) = s.interval {
+        out.push_str(&format!(" [{:.0}–{:.0}]", lo * 100.0, hi * 100.0));
+    }
+    if s.balance.as_ref().is_some_and(|b| b.collapsed) {
+        out.push_str(" ⚠");
+    }
+    out
+}
+
+/// Per classification task and configuration: the most frequent predicted label and its share,
+/// beside the gold's; ⚠ marks a collapse (one label for > 80 % of items while the gold's largest
+/// class is < 60 %). Empty when no summary has a balance.
+pub fn balance_table(summaries: &[TaskSummary]) -> String {
+    let configs = configs(summaries);
+    let tasks: Vec<&str> = TASKS
+        .iter()
+        .copied()
+        .filter(|t| {
+            summaries
+                .iter()
+                .any(|s| s.task == *t && s.balance.is_some())
+        })
+        .collect();
+    if tasks.is_empty() {
+        return String::new();
+    }
+    let mut md = format!(
+        "| task | gold's largest class | {} |\n|---|---|{}\n",
+        configs.join(" | "),
+        "---|".repeat(configs.len())
+    );
+    for task in tasks {
+        let info = task_info(task).expect("known task");
+        let gold = summaries
+            .iter()
+            .find(|s| s.task == task && s.balance.is_some())
+            .and_then(|s| s.balance.as_ref())
+            .map(|b| format!("{} {:.0} %", b.gold_top, b.gold_share * 100.0))
+            .unwrap_or_default();
+        let cells: Vec<String> = configs
+            .iter()
+            .map(
+                |c| match find(summaries, c, task).and_then(|s| s.balance.as_ref()) {
+                    Some(b) => format!(
+                        "{} {:.0} %{}",
+                        b.predicted_top,
+                        b.predicted_share * 100.0,
+                        if b.collapsed { " ⚠" } else { "" }
+                    ),
+                    None => "–".into(),
+                },
+            )
+            .collect();
+        md.push_str(&format!(
+            "| {} | {gold} | {} |\n",
+            info.title,
+            cells.join(" | ")
+        ));
     }
     md
 }
