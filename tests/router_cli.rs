@@ -83,34 +83,83 @@ fn routers_train_route_and_evaluate() {
         &"2",
     ]);
     assert!(ok, "{err}");
-    let (ok, out, err) = skillpack(&[
-        &"router",
-        &"train",
-        &"--pack",
-        &pack,
-        &"--method",
-        &"end-to-end",
-        &"--task",
-        &"pubmedqa",
-        &"--raw",
-        &raw_data(),
-        &"--features",
-        &"mean-embedding",
-        &"--steps",
-        &"2",
-        &"--batch",
-        &"2",
-        &"--limit",
-        &"4",
-        &"--max-len",
-        &"128",
-        &"--json",
-    ]);
+    // End-to-end on a few train items of `task`, two steps, three held-out items.
+    let end_to_end = |task: &str, extra: &[&str]| {
+        let raw = raw_data();
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"router",
+            &"train",
+            &"--pack",
+            &pack,
+            &"--method",
+            &"end-to-end",
+            &"--raw",
+            &raw,
+            &"--features",
+            &"mean-embedding",
+            &"--steps",
+            &"2",
+            &"--batch",
+            &"2",
+            &"--limit",
+            &"4",
+            &"--max-len",
+            &"128",
+            &"--validation-limit",
+            &"3",
+            &"--json",
+            &"--task",
+        ];
+        args.push(&task);
+        for a in extra {
+            args.push(a);
+        }
+        skillpack(&args)
+    };
+    let (ok, out, err) = end_to_end("pubmedqa", &[]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let losses = v["training"]["losses"].as_array().unwrap();
     assert_eq!(losses.len(), 2);
     assert!(losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
+    // Warm-started from the default router and selected on held-out items by macro-F1: the
+    // warm start and a head per step are the candidates.
+    assert_eq!(v["training"]["warm_start"], "general");
+    let validation = &v["training"]["validation"];
+    assert_eq!(validation["metric"], "macro_f1");
+    assert_eq!(validation["items"], 3);
+    assert_eq!(validation["candidates"].as_array().unwrap().len(), 3, "{v}");
+
+    // A run that cannot improve on its warm start (learning rate 0: every candidate is the
+    // general head) falls back to it: the general router's head under the task's name, with
+    // a note saying so.
+    let (ok, out, err) = end_to_end("medmcqa", &["--name", "task-medmcqa", "--lr", "0"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["training"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("no trained head beat the warm start")),
+        "{v}"
+    );
+    assert_eq!(
+        v["training"]["validation"]["chosen"],
+        "warm start `general`"
+    );
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(pack.join(format!("routers/{name}.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let (task, general) = (read("task-medmcqa"), read("general"));
+    assert_eq!(task["temperature"], general["temperature"]);
+    assert_eq!(task["gain"], general["gain"]);
+    assert_eq!(
+        std::fs::read(pack.join("routers/task-medmcqa.safetensors")).unwrap(),
+        std::fs::read(pack.join("routers/general.safetensors")).unwrap(),
+        "the fallback is the general head, bit for bit"
+    );
 
     let (ok, out, _) = skillpack(&[&"router", &"list", &"--pack", &pack, &"--json"]);
     assert!(ok);
@@ -124,7 +173,12 @@ fn routers_train_route_and_evaluate() {
         .collect();
     assert_eq!(
         names,
-        ["general", "prototype", "end-to-end-pubmedqa-embedding"]
+        [
+            "general",
+            "prototype",
+            "end-to-end-pubmedqa-embedding",
+            "task-medmcqa"
+        ]
     );
 
     // The default router routes an NER-style prompt to ner.

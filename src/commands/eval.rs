@@ -1,19 +1,16 @@
 //! `skillpack eval`: the nine medical tasks through the runtime, per configuration (base model,
 //! fixed skill weightings), with per-item predictions, summaries, a table and a chart.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use skillpack_data::tasks::{self, Split, TaskItem, TASKS};
+use skillpack_eval::policy::{FeatureCache, FixedWeights, Routed};
 use skillpack_eval::{harness, report, NoSkills, SkillPolicy, TaskSummary};
-use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams, Token};
+use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
 use skillpack_pack::Pack;
-use skillpack_route::FeatureKind;
 use skillpack_run::{parse_skill_weights, Mode, SkillEngine};
 
 /// Evaluate the base model or a skill pack on the medical tasks.
@@ -82,91 +79,6 @@ pub struct Args {
     pub ctx_size: u32,
     #[arg(long)]
     pub json: bool,
-}
-
-/// A fixed weighting of the pack's skills.
-struct FixedWeights<'m> {
-    engine: SkillEngine<'m>,
-    weights: Vec<f32>,
-    mode: Mode,
-}
-
-impl<'m> SkillPolicy<'m> for FixedWeights<'m> {
-    fn apply(
-        &mut self,
-        ctx: &mut Context<'m>,
-        _item: &TaskItem,
-        _prompt: &[Token],
-        expected_tokens: usize,
-    ) -> skillpack_eval::Result<Vec<(String, f32)>> {
-        let applied = self
-            .engine
-            .apply(ctx, &self.weights, self.mode, expected_tokens)?;
-        Ok(applied
-            .selection
-            .active
-            .iter()
-            .map(|(i, w)| (self.engine.pack().manifest.skills[*i].id.clone(), *w))
-            .collect())
-    }
-}
-
-/// Weights from a router, per prompt.
-struct Routed<'m> {
-    engine: SkillEngine<'m>,
-    router: skillpack_route::Router,
-    extractor: skillpack_route::FeatureExtractor<'m>,
-    skills: Vec<String>,
-    mode: Mode,
-    model: &'m Model,
-    /// Features per prompt, shared by every routed configuration of the run: an item is
-    /// featurized once (HoC asks ten yes/no questions about one abstract; eleven routers of the
-    /// medical pack read the same mean-hidden features).
-    cache: FeatureCache,
-}
-
-/// Router features by (feature kind, rendered prompt text).
-type FeatureCache = Rc<RefCell<HashMap<(FeatureKind, String), Vec<f32>>>>;
-
-impl<'m> SkillPolicy<'m> for Routed<'m> {
-    fn apply(
-        &mut self,
-        ctx: &mut Context<'m>,
-        item: &TaskItem,
-        _prompt: &[Token],
-        expected_tokens: usize,
-    ) -> skillpack_eval::Result<Vec<(String, f32)>> {
-        let key = (
-            self.router.config.features,
-            format!("{}\u{0}{}", item.context, item.query),
-        );
-        let cached = self.cache.borrow().get(&key).cloned();
-        let features = match cached {
-            Some(f) => f,
-            None => {
-                let prompt = harness::prompt_tokens(self.model, &item.context, &item.query)?;
-                let f = self
-                    .extractor
-                    .features(&prompt)
-                    .map_err(|e| skillpack_eval::EvalError::Invalid(e.to_string()))?;
-                self.cache.borrow_mut().insert(key, f.clone());
-                f
-            }
-        };
-        let weights = self
-            .router
-            .weights_for(&features, None, &self.skills)
-            .map_err(|e| skillpack_eval::EvalError::Invalid(e.to_string()))?;
-        let applied = self
-            .engine
-            .apply(ctx, &weights, self.mode, expected_tokens)?;
-        Ok(applied
-            .selection
-            .active
-            .iter()
-            .map(|(i, w)| (self.skills[*i].clone(), *w))
-            .collect())
-    }
 }
 
 /// A configuration to evaluate.

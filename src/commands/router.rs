@@ -172,6 +172,25 @@ pub struct TrainArgs {
     /// Records per skill (supervised, prototype).
     #[arg(long, default_value_t = 120)]
     pub per_skill: usize,
+    /// End-to-end: start from this router's head (its standardization too), e.g. `general`;
+    /// `none` starts from zeros. Default: the pack's default router when its features match.
+    #[arg(long)]
+    pub warm_start: Option<String>,
+    /// End-to-end: learn the gain (otherwise it stays at --gain: skills run at their trained
+    /// scale).
+    #[arg(long)]
+    pub learn_gain: bool,
+    /// End-to-end: share of the task's train items held out to select the router by the task's
+    /// own metric (the warm start is a candidate, so the result never loses to it there);
+    /// 0 = no selection.
+    #[arg(long, default_value_t = 0.3)]
+    pub validation_share: f64,
+    /// End-to-end: at most this many held-out items are evaluated per candidate.
+    #[arg(long, default_value_t = 60)]
+    pub validation_limit: usize,
+    /// End-to-end: candidates every this many steps (default: a quarter of --steps).
+    #[arg(long)]
+    pub select_every: Option<usize>,
     /// Add a "no skill" output (end-to-end: the loss decides how much base model to keep).
     #[arg(long)]
     pub none_entry: bool,
@@ -430,8 +449,11 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         if !task.is_empty() {
             n = format!("{n}-{task}");
         }
-        if args.features == FeatureKind::MeanEmbedding {
-            n.push_str("-embedding");
+        match args.features {
+            FeatureKind::MeanEmbedding => n.push_str("-embedding"),
+            FeatureKind::SegmentEmbedding => n.push_str("-segments"),
+            FeatureKind::SegmentLexical => n.push_str("-lexical"),
+            FeatureKind::MeanHidden => {}
         }
         n
     });
@@ -447,7 +469,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         method: args.method.clone(),
         task: task.clone(),
         features: args.features,
-        dim: model.n_embd(),
+        dim: args.features.width(model.n_embd()),
         skills: skills.clone(),
         none_entry,
         gain,
@@ -565,9 +587,21 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             if task.is_empty() {
                 bail!("--method end-to-end needs --task");
             }
+            if !(0.0..1.0).contains(&args.validation_share) {
+                bail!(
+                    "--validation-share must be in [0, 1), not {}",
+                    args.validation_share
+                );
+            }
             let items = tasks::select(tasks::load(&task, &args.raw)?, Split::Train);
+            // Held-out items by hash: they select the router and are never trained on.
+            let (validation, fit_items): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| {
+                let bucket = skillpack_data::stable_hash(&format!("validation:{}", i.id)) % 1000;
+                (bucket as f64) < args.validation_share * 1000.0
+            });
+            let validation: Vec<_> = validation.into_iter().take(args.validation_limit).collect();
             let mut records = Vec::new();
-            for item in &items {
+            for item in &fit_items {
                 for (query, output) in task_examples(item) {
                     records.push(skillpack_train::Record {
                         id: item.id.clone(),
@@ -583,22 +617,31 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             if args.limit > 0 {
                 records.truncate(args.limit);
             }
+            let warm = warm_start_router(&pack, &args, &model, &model_path)?;
             let prompts: Vec<(String, String)> = records
                 .iter()
                 .map(|r| (r.context.clone(), r.query.clone()))
                 .collect();
             let features = features_of(&mut extractor, &model, &prompts, "features")?;
-            let (mean, std) = fit::standardization(&features);
+            // A warm start keeps its router's standardization, so its head reads the same inputs.
+            let (mean, std) = match &warm {
+                Some(w) => (w.feature_mean.clone(), w.feature_std.clone()),
+                None => fit::standardization(&features),
+            };
             let inputs: Vec<Vec<f32>> = features
                 .iter()
                 .map(|f| {
                     f.iter()
                         .zip(&mean)
                         .zip(&std)
-                        .map(|((x, m), s)| (x - m) / s)
+                        .map(|((x, m), s)| (x - m) / s.max(1e-6))
                         .collect()
                 })
                 .collect();
+            let initial_head = warm
+                .as_ref()
+                .map(|w| warm_head(w, &skills, args.none_entry))
+                .transpose()?;
             let examples = records
                 .iter()
                 .map(|r| skillpack_train::tokenize(&model, r, args.max_len))
@@ -626,6 +669,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                 .progress_chars("=> "),
             );
             bar.set_prefix(format!("router {task}"));
+            let select_every = args.select_every.unwrap_or((args.steps / 4).max(1)).max(1);
             let head = skillpack_train::train_router(
                 &mut llama,
                 mixture,
@@ -639,6 +683,13 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                     seed: args.seed,
                     none_entry: args.none_entry,
                     initial_gain: args.gain,
+                    learn_gain: args.learn_gain,
+                    initial_head,
+                    snapshot_every: if validation.is_empty() {
+                        0
+                    } else {
+                        select_every
+                    },
                 },
                 |step, loss| {
                     bar.set_position(step as u64);
@@ -646,6 +697,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                 },
             )?;
             bar.finish_and_clear();
+            drop(llama);
             let n = head.losses.len();
             let first: f32 = head.losses.iter().take(10).sum::<f32>() / n.clamp(1, 10) as f32;
             let last: f32 = head.losses.iter().rev().take(10).sum::<f32>() / n.clamp(1, 10) as f32;
@@ -655,21 +707,99 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                 args.steps,
                 head.gain
             );
-            Router {
-                config: config(
-                    "linear",
-                    args.none_entry,
-                    head.gain,
-                    args.temperature.unwrap_or(1.0),
-                    false,
-                    serde_json::json!({"examples": examples.len(), "steps": args.steps, "batch": args.batch,
-                        "lr": args.lr, "seed": args.seed, "loss_first10": first, "loss_last10": last,
-                        "losses": head.losses}),
-                ),
-                feature_mean: mean,
-                feature_std: std,
-                weight: head.weight,
-                bias: head.bias,
+            let commit = warm.as_ref().map(|w| w.config.commit).unwrap_or_default();
+            let trained = |weight: Vec<f32>, bias: Vec<f32>, gain: f32, note: serde_json::Value| {
+                let mut r = Router {
+                    config: config(
+                        "linear",
+                        args.none_entry,
+                        gain,
+                        args.temperature.unwrap_or(1.0),
+                        false,
+                        note,
+                    ),
+                    feature_mean: mean.clone(),
+                    feature_std: std.clone(),
+                    weight,
+                    bias,
+                };
+                r.config.commit = commit;
+                r
+            };
+            let training = serde_json::json!({"examples": examples.len(), "steps": args.steps, "batch": args.batch,
+                "lr": args.lr, "seed": args.seed, "loss_first10": first, "loss_last10": last,
+                "learn_gain": args.learn_gain, "warm_start": warm.as_ref().map(|w| w.config.name.clone()),
+                "losses": head.losses});
+            if validation.is_empty() {
+                trained(head.weight, head.bias, head.gain, training)
+            } else {
+                // Candidates: the warm start as it is, then the head every `select_every` steps.
+                let mut candidates: Vec<(String, Router)> = Vec::new();
+                if let Some(w) = &warm {
+                    candidates.push((format!("warm start `{}`", w.config.name), w.clone()));
+                }
+                for snap in &head.snapshots {
+                    candidates.push((
+                        format!("step {}", snap.step),
+                        trained(
+                            snap.weight.clone(),
+                            snap.bias.clone(),
+                            snap.gain,
+                            serde_json::Value::Null,
+                        ),
+                    ));
+                }
+                let scores = score_on_validation(
+                    &model,
+                    &model_path,
+                    &pack,
+                    &task,
+                    &validation,
+                    &candidates,
+                    args.threads,
+                )?;
+                // Ties go to the earlier candidate: the warm start first.
+                let best =
+                    (0..scores.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
+                let metric = tasks::task_info(&task)?.metrics[0];
+                let table: Vec<serde_json::Value> = candidates
+                    .iter()
+                    .zip(&scores)
+                    .map(|((label, _), s)| serde_json::json!({"candidate": label, metric: s}))
+                    .collect();
+                let fell_back = warm.is_some() && best == 0;
+                eprintln!(
+                    "validation ({} items, {metric}): {}; chosen: {}",
+                    validation.len(),
+                    candidates
+                        .iter()
+                        .zip(&scores)
+                        .map(|((l, _), s)| format!("{l} {:.1}", s * 100.0))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    candidates[best].0
+                );
+                let mut training = training;
+                training["validation"] = serde_json::json!({
+                    "items": validation.len(), "metric": metric, "candidates": table,
+                    "chosen": candidates[best].0,
+                });
+                if fell_back {
+                    training["note"] = format!(
+                        "no trained head beat the warm start `{}` on the held-out items ({metric}): this router is that router's head",
+                        candidates[0].0
+                    )
+                    .into();
+                }
+                let (_, chosen) = candidates.swap_remove(best);
+                let mut chosen = trained(chosen.weight, chosen.bias, chosen.config.gain, training);
+                if fell_back {
+                    let w = warm.as_ref().expect("fell back to it");
+                    chosen.config.temperature = w.config.temperature;
+                    chosen.config.none_entry = w.config.none_entry;
+                    chosen.config.gain = w.config.gain;
+                }
+                chosen
             }
         }
         other => bail!("unknown --method `{other}` (supervised, end-to-end, prototype)"),
@@ -1186,4 +1316,129 @@ fn accuracy(
         );
     }
     Ok(())
+}
+
+/// The router an end-to-end run starts from: `--warm-start NAME`, none with `none`, or by
+/// default the pack's default router when it reads the same features.
+fn warm_start_router(
+    pack: &Pack,
+    args: &TrainArgs,
+    model: &Model,
+    model_path: &Path,
+) -> anyhow::Result<Option<Router>> {
+    let name = match args.warm_start.as_deref() {
+        Some("none") => return Ok(None),
+        Some(n) => n.to_string(),
+        None if pack.manifest.defaults.router.is_empty() => return Ok(None),
+        None => pack.manifest.defaults.router.clone(),
+    };
+    let router =
+        skillpack_run::load_router(pack, Some(&name), model, model_path)?.expect("a named router");
+    if router.config.features != args.features {
+        if args.warm_start.is_some() {
+            bail!(
+                "--warm-start `{name}` reads {} features, this router {}",
+                router.config.features.as_str(),
+                args.features.as_str()
+            );
+        }
+        return Ok(None);
+    }
+    if router.config.kind != "linear" {
+        bail!(
+            "--warm-start `{name}` is a {} router, not a linear head",
+            router.config.kind
+        );
+    }
+    Ok(Some(router))
+}
+
+/// The warm start's head in the pack's skill order, divided by its temperature (training runs
+/// at temperature 1), with a "no skill" row (weights 0, bias −4: nearly unused) when asked.
+fn warm_head(
+    warm: &Router,
+    skills: &[String],
+    none_entry: bool,
+) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    let d = warm.config.dim;
+    let t = warm.config.temperature;
+    let (mut weight, mut bias) = (Vec::new(), Vec::new());
+    for s in skills {
+        let k = warm
+            .config
+            .skills
+            .iter()
+            .position(|x| x == s)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "warm start `{}` has no output for skill `{s}`",
+                    warm.config.name
+                )
+            })?;
+        weight.extend(warm.weight[k * d..(k + 1) * d].iter().map(|w| w / t));
+        bias.push(warm.bias[k] / t);
+    }
+    if none_entry {
+        weight.extend(std::iter::repeat_n(0.0, d));
+        bias.push(-4.0);
+    }
+    Ok((weight, bias))
+}
+
+/// Each candidate router's headline metric on the validation items, run through llama.cpp as
+/// `eval` runs it (the items featurized once for all candidates).
+fn score_on_validation(
+    model: &Model,
+    model_path: &Path,
+    pack: &Pack,
+    task: &str,
+    validation: &[tasks::TaskItem],
+    candidates: &[(String, Router)],
+    threads: Option<i32>,
+) -> anyhow::Result<Vec<f64>> {
+    use skillpack_eval::policy::{FeatureCache, Routed};
+    let mut ctx = skillpack_llama::Context::new(
+        model,
+        &skillpack_llama::ContextParams {
+            n_ctx: 2048,
+            n_threads: threads,
+            n_seq_max: 16,
+            ..Default::default()
+        },
+    )?;
+    let cache = FeatureCache::default();
+    let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
+    let mut scores = Vec::new();
+    for (label, router) in candidates {
+        let extractor = FeatureExtractor::new(model, model_path, router.config.features, threads)?;
+        let mut policy = Routed {
+            engine: skillpack_run::SkillEngine::new(model, pack.clone())?,
+            router: router.clone(),
+            extractor,
+            skills: skills.clone(),
+            mode: skillpack_run::Mode::Auto,
+            model,
+            cache: cache.clone(),
+        };
+        let bar = ProgressBar::new(validation.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(label.clone());
+        let run = skillpack_eval::harness::RunSpec {
+            task,
+            config: label,
+            split: "train-validation",
+            calibration: skillpack_eval::harness::Calibration::None,
+        };
+        let (_, summary) =
+            skillpack_eval::harness::evaluate(&mut ctx, &mut policy, &run, validation, |i| {
+                bar.set_position(i as u64)
+            })?;
+        bar.finish_and_clear();
+        scores.push(summary.metrics.first().map(|m| m.1).unwrap_or(0.0));
+    }
+    Ok(scores)
 }

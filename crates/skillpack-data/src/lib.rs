@@ -7,6 +7,7 @@
 pub mod overlap;
 pub mod pubtator;
 pub mod raw;
+pub mod requests;
 mod skills;
 pub mod tasks;
 

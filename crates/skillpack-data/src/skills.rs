@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::raw::{self, HALLMARKS};
+use crate::requests as req;
 use crate::tasks::{self, Split, CHEMPROT_LABELS};
 use crate::{stable_hash, Record, Result};
 
@@ -87,6 +88,41 @@ fn draft(
         group,
         doc_ids: Vec::new(),
     }
+}
+
+/// Half of the records (by a hash of the id) are rendered as a user would type them: a request
+/// from `bank` (slots filled from `slots`) in one message with the record's text before or after
+/// it, with or without a label, instead of the template query. The output stays, so the skill
+/// answers users' words in its format and routers learn what users write.
+fn user_style(mut d: Draft, bank: (&str, &[&str]), slots: &[(&str, &str)]) -> Draft {
+    let h = stable_hash(&format!("user:{}", d.record.id));
+    if h % 2 == 1 {
+        return d;
+    }
+    let (name, requests) = bank;
+    let mut request = requests[((h / 2) % requests.len() as u64) as usize].to_string();
+    for (slot, value) in slots {
+        request = request.replace(&format!("{{{slot}}}"), value);
+    }
+    let context = std::mem::take(&mut d.record.context);
+    let context = context.trim();
+    d.record.query = if context.is_empty() {
+        request
+    } else {
+        let before = request.contains("above");
+        let after = request.contains("below");
+        const LABELS: [&str; 4] = ["Text", "Abstract", "Passage", "Input"];
+        match (h / 64) % 4 {
+            _ if before && !after => format!("{context}\n\n{request}"),
+            0 if !after => format!("{context}\n\n{request}"),
+            1 => format!("{request}\n\n{context}"),
+            2 => format!("{request}\n{}: {context}", LABELS[((h / 256) % 4) as usize]),
+            _ if context.len() < 400 => format!("{request} {context}"),
+            _ => format!("{request}\n\n{context}"),
+        }
+    };
+    d.phrasing = format!("user request ({name})");
+    d
 }
 
 /// Cuts `text` at a sentence end at or before `max` bytes (or at `max` on a char boundary).
@@ -213,7 +249,7 @@ fn qa(raw: &RawSet) -> Vec<Draft> {
                     "Question: {q}\nGive a clear, factual answer.",
                 ],
             );
-            out.push(draft(
+            let d = draft(
                 template,
                 "qa",
                 "medquad",
@@ -222,6 +258,11 @@ fn qa(raw: &RawSet) -> Vec<Draft> {
                 String::new(),
                 template.replace("{q}", question),
                 clip(answer, 1200),
+            );
+            out.push(user_style(
+                d,
+                ("QA_QUESTION", req::QA_QUESTION),
+                &[("question", question)],
             ));
         }
     }
@@ -256,7 +297,11 @@ fn mcqa(raw: &RawSet) -> Vec<Draft> {
                 options[*gold].clone(),
             );
             d.doc_ids = item.doc_ids.clone();
-            out.push(d);
+            out.push(user_style(
+                d,
+                ("MCQA", req::MCQA),
+                &[("question_and_options", question_and_options)],
+            ));
         }
     }
     out
@@ -323,7 +368,7 @@ fn mc(raw: &RawSet) -> Vec<Draft> {
                 ],
             );
             let query = template;
-            out.push(draft(
+            let d = draft(
                 template,
                 "mc",
                 "mts-dialog",
@@ -332,7 +377,8 @@ fn mc(raw: &RawSet) -> Vec<Draft> {
                 lines.join("\n"),
                 query.into(),
                 turns[cut].1.clone(),
-            ));
+            );
+            out.push(user_style(d, ("MC_NEXT_TURN", req::MC_NEXT_TURN), &[]));
         }
     }
     out
@@ -395,9 +441,26 @@ fn mldc(raw: &RawSet) -> Vec<Draft> {
             queries[n].clone(),
             "no".into(),
         ));
+        let all_hallmarks = HALLMARKS.join("; ");
         for mut r in records {
             r.doc_ids = item.doc_ids.clone();
-            out.push(r);
+            // The yes/no records end with the hallmark index in their id.
+            let hallmark = r
+                .record
+                .id
+                .rsplit(':')
+                .next()
+                .and_then(|k| k.parse::<usize>().ok())
+                .filter(|_| r.phrasing == "hallmark yes/no")
+                .map(|k| labels[k].clone());
+            out.push(match hallmark {
+                Some(h) => user_style(r, ("MLDC_ONE", req::MLDC_ONE), &[("hallmark", &h)]),
+                None => user_style(
+                    r,
+                    ("MLDC_LIST", req::MLDC_LIST),
+                    &[("hallmarks", &all_hallmarks)],
+                ),
+            });
         }
     }
     out
@@ -444,7 +507,7 @@ fn mrc(raw: &RawSet) -> Vec<Draft> {
             output,
         );
         d.doc_ids = item.doc_ids.clone();
-        out.push(d);
+        out.push(user_style(d, ("MRC", req::MRC), &[("question", question)]));
     }
     out
 }
@@ -460,7 +523,8 @@ fn nli(raw: &RawSet) -> Vec<Draft> {
                 "Is question A entailed by question B, so that B's answer serves A? Answer yes or no.",
             ]);
         let query = template;
-            draft(template, "nli", "mediqa-rqe", id.clone(), id, format!("Question A: {}\nQuestion B: {}", r.chq, r.faq), query.into(), if r.entails { "yes" } else { "no" }.into())
+            let d = draft(template, "nli", "mediqa-rqe", id.clone(), id, format!("Question A: {}\nQuestion B: {}", r.chq, r.faq), query.into(), if r.entails { "yes" } else { "no" }.into());
+            user_style(d, ("NLI_RQE", req::NLI_RQE), &[])
         })
         .collect()
 }
@@ -507,7 +571,7 @@ fn ts(raw: &RawSet) -> Vec<Draft> {
                 ],
             );
             let query = template.replace("{s}", section);
-            draft(
+            let d = draft(
                 template,
                 "ts",
                 "mts-dialog",
@@ -516,7 +580,8 @@ fn ts(raw: &RawSet) -> Vec<Draft> {
                 clip(&m.dialogue, 3000),
                 query,
                 clip(&m.section_text, 1200),
-            )
+            );
+            user_style(d, ("TS_SECTION", req::TS_SECTION), &[("section", section)])
         })
         .collect()
 }
@@ -561,7 +626,14 @@ fn ner(raw: &RawSet) -> Vec<Draft> {
             output,
         );
         d.doc_ids = vec![doc.pmid.clone()];
-        out.push(d);
+        out.push(user_style(
+            d,
+            (
+                "NER_CHEMICALS_AND_DISEASES",
+                req::NER_CHEMICALS_AND_DISEASES,
+            ),
+            &[],
+        ));
     }
     for (part, doc) in &raw.ncbi {
         let id = format!("ner:ncbi:{part}:{}", doc.pmid);
@@ -591,7 +663,7 @@ fn ner(raw: &RawSet) -> Vec<Draft> {
             output,
         );
         d.doc_ids = vec![doc.pmid.clone()];
-        out.push(d);
+        out.push(user_style(d, ("NER_DISEASES", req::NER_DISEASES), &[]));
     }
     out
 }
@@ -661,9 +733,10 @@ fn re(raw: &RawSet) -> Vec<Draft> {
             output,
         );
         d.doc_ids = vec![doc.pmid.clone()];
-        out.push(d);
+        out.push(user_style(d, ("RE_CID", req::RE_CID), &[]));
     }
     let canonical = tasks::chemprot_query();
+    let labels = CHEMPROT_LABELS.join(", ");
     for (i, item) in raw.chemprot_train.iter().enumerate() {
         let id = format!("re:chemprot:train:{}", i + 1);
         let variant = format!("chemprot variant {}", stable_hash(&id) % 2);
@@ -671,7 +744,7 @@ fn re(raw: &RawSet) -> Vec<Draft> {
             0 => canonical.clone(),
             _ => format!("How does the chemical in << >> act on the gene in [[ ]] according to the sentence? Reply with one label: {}.", CHEMPROT_LABELS.join(", ")),
         };
-        out.push(draft(
+        let d = draft(
             &variant,
             "re",
             "chemprot",
@@ -680,6 +753,11 @@ fn re(raw: &RawSet) -> Vec<Draft> {
             item.text.clone(),
             query,
             item.label.clone(),
+        );
+        out.push(user_style(
+            d,
+            ("RE_CHEMPROT", req::RE_CHEMPROT),
+            &[("labels", &labels)],
         ));
     }
     out
@@ -744,7 +822,7 @@ fn ea(raw: &RawSet) -> Vec<Draft> {
             "Describe the entity type of \"{e}\": category, semantic types, semantic group.",
         ]);
         let query = template.replace("{e}", &doc.focus);
-        out.push(draft(
+        let d = draft(
             template,
             "ea",
             "medquad",
@@ -753,6 +831,11 @@ fn ea(raw: &RawSet) -> Vec<Draft> {
             String::new(),
             query,
             lines.join("\n"),
+        );
+        out.push(user_style(
+            d,
+            ("EA_ENTITY_TYPE", req::EA_ENTITY_TYPE),
+            &[("entity", &doc.focus)],
         ));
     }
     let ncbi_kind = |k: &str| match k {
@@ -799,7 +882,12 @@ fn ea(raw: &RawSet) -> Vec<Draft> {
                 output,
             );
             d.doc_ids = vec![doc.pmid.clone()];
-            out.push(d);
+            let bank = if source == "bc5cdr" {
+                ("EA_CHEMICAL_OR_DISEASE", req::EA_CHEMICAL_OR_DISEASE)
+            } else {
+                ("EA_DISEASE_MENTION_KIND", req::EA_DISEASE_MENTION_KIND)
+            };
+            out.push(user_style(d, bank, &[("entity", &m.text)]));
         }
     };
     for doc in &raw.cdr_train {
@@ -833,7 +921,7 @@ fn es(raw: &RawSet) -> Vec<Draft> {
             ],
         );
         let query = template.replace("{e}", &doc.focus);
-        out.push(draft(
+        let d = draft(
             template,
             "es",
             "medquad",
@@ -846,9 +934,14 @@ fn es(raw: &RawSet) -> Vec<Draft> {
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join("; "),
+        );
+        out.push(user_style(
+            d,
+            ("ES_OTHER_NAMES", req::ES_OTHER_NAMES),
+            &[("entity", &doc.focus)],
         ));
         let s = synonyms[(stable_hash(&id) % synonyms.len() as u64) as usize];
-        out.push(draft(
+        let d = draft(
             "reverse synonym",
             "es",
             "medquad",
@@ -857,6 +950,11 @@ fn es(raw: &RawSet) -> Vec<Draft> {
             String::new(),
             format!("\"{s}\" is another name for which condition or substance?"),
             doc.focus.clone(),
+        );
+        out.push(user_style(
+            d,
+            ("ES_MAIN_NAME", req::ES_MAIN_NAME),
+            &[("entity", s)],
         ));
     }
     // Surface forms sharing a MeSH / OMIM id across the NER corpora (training documents only).
@@ -902,7 +1000,11 @@ fn es(raw: &RawSet) -> Vec<Draft> {
             others.join("; "),
         );
         d.doc_ids = pmids.clone();
-        out.push(d);
+        out.push(user_style(
+            d,
+            ("ES_OTHER_NAMES", req::ES_OTHER_NAMES),
+            &[("entity", first)],
+        ));
         // A same-entity question with a positive and a negative pair.
         let other = others[(stable_hash(&format!("{id}:pos")) % others.len() as u64) as usize];
         let mut pos = draft(
@@ -916,7 +1018,11 @@ fn es(raw: &RawSet) -> Vec<Draft> {
             "yes".into(),
         );
         pos.doc_ids = pmids.clone();
-        out.push(pos);
+        out.push(user_style(
+            pos,
+            ("ES_SAME_ENTITY", req::ES_SAME_ENTITY),
+            &[("entity", first), ("other", other)],
+        ));
         let neighbour =
             ids[(n + 1 + (stable_hash(&format!("{id}:neg")) % 50) as usize) % ids.len()];
         if neighbour != mesh {
@@ -934,7 +1040,11 @@ fn es(raw: &RawSet) -> Vec<Draft> {
                 "no".into(),
             );
             neg.doc_ids = pmids;
-            out.push(neg);
+            out.push(user_style(
+                neg,
+                ("ES_SAME_ENTITY", req::ES_SAME_ENTITY),
+                &[("entity", first), ("other", other)],
+            ));
         }
     }
     out
@@ -1014,7 +1124,11 @@ fn er(raw: &RawSet) -> Vec<Draft> {
             if induces { "yes" } else { "no" }.into(),
         );
         rec.doc_ids = pmids.clone();
-        out.push(rec);
+        out.push(user_style(
+            rec,
+            ("ER_CID_YES_NO", req::ER_CID_YES_NO),
+            &[("chemical", &cn), ("disease", &dn)],
+        ));
     }
     // Which diseases a chemical induces, as a list.
     let mut by_chemical: BTreeMap<&String, Vec<String>> = BTreeMap::new();
@@ -1042,7 +1156,11 @@ fn er(raw: &RawSet) -> Vec<Draft> {
             diseases.join("; "),
         );
         rec.doc_ids = pmids;
-        out.push(rec);
+        out.push(user_style(
+            rec,
+            ("ER_CID_LIST", req::ER_CID_LIST),
+            &[("chemical", &cn)],
+        ));
     }
     let labels = CHEMPROT_LABELS.join(", ");
     let mut seen: BTreeMap<(String, String), ()> = BTreeMap::new();
@@ -1057,7 +1175,16 @@ fn er(raw: &RawSet) -> Vec<Draft> {
             continue;
         }
         let id = format!("er:chemprot:train:{}", i + 1);
-        out.push(draft("chemprot pair", "er", "chemprot", id.clone(), id, String::new(), format!("How does the chemical {chemical} act on the gene or protein {gene}? Answer with one of: {labels}."), item.label.clone()));
+        let d = draft("chemprot pair", "er", "chemprot", id.clone(), id, String::new(), format!("How does the chemical {chemical} act on the gene or protein {gene}? Answer with one of: {labels}."), item.label.clone());
+        out.push(user_style(
+            d,
+            ("ER_CHEMPROT", req::ER_CHEMPROT),
+            &[
+                ("chemical", &chemical),
+                ("gene", &gene),
+                ("labels", &labels),
+            ],
+        ));
     }
     out
 }

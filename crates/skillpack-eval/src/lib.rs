@@ -4,6 +4,7 @@
 
 pub mod harness;
 pub mod metrics;
+pub mod policy;
 pub mod report;
 
 pub use harness::{evaluate, NoSkills, Prediction, Scorer, SkillPolicy, TaskSummary};

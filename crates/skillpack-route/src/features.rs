@@ -6,7 +6,7 @@ use candle_core::quantized::gguf_file;
 use candle_core::Device;
 use half::f16;
 use serde::{Deserialize, Serialize};
-use skillpack_llama::{Context, ContextParams, Model, Token};
+use skillpack_llama::{ChatMessage, Context, ContextParams, Model, Token};
 
 use crate::{Result, RouteError};
 
@@ -20,13 +20,76 @@ pub enum FeatureKind {
     /// The mean of the prompt's input token embeddings: a table lookup, no forward pass.
     #[serde(rename = "mean-embedding")]
     MeanEmbedding,
+    /// Token embeddings of the user's message pooled three ways and concatenated: the mean of
+    /// its first line, of its last line (each at most [`SEGMENT_TOKENS`] tokens), and of all
+    /// of it. A request sits on the first or the last line of what users type, where the
+    /// whole-prompt mean dilutes it in the text it is about. A table lookup, no forward pass.
+    #[serde(rename = "segment-embedding")]
+    SegmentEmbedding,
+    /// [`FeatureKind::SegmentEmbedding`] followed by the words of the message's first and last
+    /// lines: lowercased word unigrams and bigrams hashed into [`LEXICAL_BUCKETS`] buckets
+    /// (binary, L2-normalized).
+    /// The words of a request ("summarize", "extract", "synonyms") tell skills apart that
+    /// embeddings of the same text cannot. No forward pass.
+    #[serde(rename = "segment-lexical")]
+    SegmentLexical,
 }
+
+/// Hash buckets of the word n-grams of [`FeatureKind::SegmentLexical`].
+pub const LEXICAL_BUCKETS: usize = 2048;
+
+/// Word unigrams and bigrams of `text` (lowercased, split at non-alphanumerics) hashed into
+/// [`LEXICAL_BUCKETS`] buckets: 1 where an n-gram occurs (bigrams within a line), the vector
+/// scaled to unit length.
+pub fn lexical_features(text: &str) -> Vec<f32> {
+    let mut out = vec![0f32; LEXICAL_BUCKETS];
+    // FNV-1a: stable across runs and platforms, so a saved router reads the same buckets.
+    let bucket = |s: &str| {
+        let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        (h % LEXICAL_BUCKETS as u64) as usize
+    };
+    // Bigrams stay within a line.
+    for line in text.lines() {
+        let words: Vec<String> = line
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            out[bucket(w)] = 1.0;
+            if let Some(next) = words.get(i + 1) {
+                out[bucket(&format!("{w} {next}"))] = 1.0;
+            }
+        }
+    }
+    let norm = out.iter().sum::<f32>().sqrt();
+    if norm > 0.0 {
+        out.iter_mut().for_each(|v| *v /= norm);
+    }
+    out
+}
+
+/// Most tokens of each end segment (first line, last line) of the segment features.
+pub const SEGMENT_TOKENS: usize = 48;
 
 impl FeatureKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FeatureKind::MeanHidden => "mean-hidden",
             FeatureKind::MeanEmbedding => "mean-embedding",
+            FeatureKind::SegmentEmbedding => "segment-embedding",
+            FeatureKind::SegmentLexical => "segment-lexical",
+        }
+    }
+
+    /// Number of features for a model of width `n_embd`.
+    pub fn width(self, n_embd: usize) -> usize {
+        match self {
+            FeatureKind::SegmentEmbedding => 3 * n_embd,
+            FeatureKind::SegmentLexical => 3 * n_embd + LEXICAL_BUCKETS,
+            _ => n_embd,
         }
     }
 }
@@ -37,8 +100,10 @@ impl std::str::FromStr for FeatureKind {
         match s {
             "mean-hidden" | "hidden" => Ok(FeatureKind::MeanHidden),
             "mean-embedding" | "embedding" => Ok(FeatureKind::MeanEmbedding),
+            "segment-embedding" => Ok(FeatureKind::SegmentEmbedding),
+            "segment-lexical" => Ok(FeatureKind::SegmentLexical),
             other => Err(format!(
-                "unknown features `{other}` (mean-hidden, mean-embedding)"
+                "unknown features `{other}` (mean-hidden, mean-embedding, segment-embedding, segment-lexical)"
             )),
         }
     }
@@ -104,6 +169,35 @@ pub struct FeatureExtractor<'m> {
     pub kind: FeatureKind,
     ctx: Option<Context<'m>>,
     table: Option<TokenEmbeddings>,
+    /// Tokens the chat template puts before and after a user message (segment features).
+    frame: (usize, usize),
+    /// Tokens whose text holds a line break (segment features).
+    newlines: std::collections::HashSet<Token>,
+    model: &'m Model,
+}
+
+/// How many tokens the chat template puts before and after a single user message: the common
+/// prefix and suffix of two prompts that differ only in the message.
+fn template_frame(model: &Model) -> Result<(usize, usize)> {
+    let render = |content: &str| -> Result<Vec<Token>> {
+        let text = model.apply_chat_template(
+            &[ChatMessage {
+                role: "user".into(),
+                content: content.into(),
+            }],
+            true,
+        )?;
+        Ok(model.tokenize(&text, true, true)?)
+    };
+    let (a, b) = (render("Alpha")?, render("Zeta omega")?);
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suffix = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    Ok((prefix, suffix.min(a.len() - prefix)))
 }
 
 impl<'m> FeatureExtractor<'m> {
@@ -130,8 +224,13 @@ impl<'m> FeatureExtractor<'m> {
                     },
                 )?),
                 table: None,
+                frame: (0, 0),
+                newlines: Default::default(),
+                model,
             },
-            FeatureKind::MeanEmbedding => {
+            FeatureKind::MeanEmbedding
+            | FeatureKind::SegmentEmbedding
+            | FeatureKind::SegmentLexical => {
                 let table = TokenEmbeddings::load(model_path)?;
                 if table.dim != model.n_embd() {
                     return Err(RouteError::Invalid(format!(
@@ -144,6 +243,19 @@ impl<'m> FeatureExtractor<'m> {
                     kind,
                     ctx: None,
                     table: Some(table),
+                    frame: if kind == FeatureKind::MeanEmbedding {
+                        (0, 0)
+                    } else {
+                        template_frame(model)?
+                    },
+                    newlines: if kind == FeatureKind::MeanEmbedding {
+                        Default::default()
+                    } else {
+                        (0..model.n_vocab() as Token)
+                            .filter(|&t| model.detokenize(&[t], false).contains('\n'))
+                            .collect()
+                    },
+                    model,
                 }
             }
         })
@@ -151,6 +263,48 @@ impl<'m> FeatureExtractor<'m> {
 
     /// The features of `prompt`.
     pub fn features(&mut self, prompt: &[Token]) -> Result<Vec<f32>> {
+        if matches!(
+            self.kind,
+            FeatureKind::SegmentEmbedding | FeatureKind::SegmentLexical
+        ) {
+            let table = self.table.as_ref().expect("set by new()");
+            let (before, after) = self.frame;
+            // The user's message; a prompt that does not fit the frame is pooled whole.
+            let user = if prompt.len() > before + after {
+                &prompt[before..prompt.len() - after]
+            } else {
+                prompt
+            };
+            // First line and last line, each at most SEGMENT_TOKENS tokens (a message without
+            // line breaks: its first and last SEGMENT_TOKENS tokens).
+            let is_break = |t: &Token| self.newlines.contains(t);
+            let first_end = user
+                .iter()
+                .position(is_break)
+                .filter(|&i| i > 0)
+                .unwrap_or(user.len())
+                .min(SEGMENT_TOKENS);
+            let last_start = user
+                .iter()
+                .rposition(is_break)
+                .map(|i| i + 1)
+                .filter(|&i| i < user.len())
+                .unwrap_or(0)
+                .max(user.len().saturating_sub(SEGMENT_TOKENS));
+            let (first, last) = (&user[..first_end], &user[last_start..]);
+            let mut out = table.mean(first)?;
+            out.extend(table.mean(last)?);
+            out.extend(table.mean(user)?);
+            if self.kind == FeatureKind::SegmentLexical {
+                let text = format!(
+                    "{}\n{}",
+                    self.model.detokenize(first, false),
+                    self.model.detokenize(last, false)
+                );
+                out.extend(lexical_features(&text));
+            }
+            return Ok(out);
+        }
         let prompt = &prompt[prompt.len().saturating_sub(MAX_FEATURE_TOKENS)..];
         match (&mut self.ctx, &self.table) {
             (Some(ctx), _) => {

@@ -373,10 +373,14 @@ impl Router {
         fingerprint: &str,
         pack_skills: &[String],
     ) -> std::result::Result<(), String> {
-        if self.config.dim != n_embd {
+        let width = self.config.features.width(n_embd);
+        if self.config.dim != width {
             return Err(format!(
-                "router `{}` takes {} features but the base model's width is {n_embd}",
-                self.config.name, self.config.dim
+                "router `{}` takes {} features but the base model's width is {n_embd} ({} {} features)",
+                self.config.name,
+                self.config.dim,
+                width,
+                self.config.features.as_str()
             ));
         }
         if !self.config.base_fingerprint.is_empty() && self.config.base_fingerprint != fingerprint {

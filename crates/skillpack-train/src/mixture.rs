@@ -141,8 +141,26 @@ pub struct RouterTrainConfig {
     pub seed: u64,
     /// Add a "no skill" output.
     pub none_entry: bool,
-    /// Initial gain (learned as log-gain).
+    /// Initial gain (learned as log-gain when `learn_gain`).
     pub initial_gain: f32,
+    /// Learn the gain; otherwise it stays at `initial_gain` (each skill was trained at scale 1,
+    /// and an LM loss favours damped skills that a task metric does not).
+    pub learn_gain: bool,
+    /// Start from this head (`weight [outputs, dim]`, `bias [outputs]`, already divided by the
+    /// source router's temperature), e.g. the general router's: a warm start.
+    pub initial_head: Option<(Vec<f32>, Vec<f32>)>,
+    /// Keep a copy of the head every this many steps (0: only the last), for selection by a
+    /// validation metric.
+    pub snapshot_every: usize,
+}
+
+/// The head after some steps of [`train_router`].
+#[derive(Debug, Clone)]
+pub struct HeadSnapshot {
+    pub step: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub gain: f32,
 }
 
 /// A trained linear router head: `weight [outputs, dim]`, `bias [outputs]`, `gain`.
@@ -153,6 +171,8 @@ pub struct TrainedHead {
     pub gain: f32,
     /// Loss per step.
     pub losses: Vec<f32>,
+    /// Heads every `snapshot_every` steps (and the last).
+    pub snapshots: Vec<HeadSnapshot>,
 }
 
 /// Trains a linear router head end to end: for each example, its (standardized) features go
@@ -178,14 +198,35 @@ pub fn train_router(
     let d = features[0].len();
     let k = mixture.skills;
     let outputs = k + config.none_entry as usize;
-    let weight = Var::from_tensor(&Tensor::zeros((outputs, d), DType::F32, &device)?)?;
-    let bias = Var::from_tensor(&Tensor::zeros(outputs, DType::F32, &device)?)?;
+    let (weight, bias) = match &config.initial_head {
+        Some((w, b)) => {
+            if w.len() != outputs * d || b.len() != outputs {
+                return Err(TrainError::Input(format!(
+                    "warm-start head has {} weights and {} biases, expected {outputs} × {d} and {outputs}",
+                    w.len(),
+                    b.len()
+                )));
+            }
+            (
+                Var::from_tensor(&Tensor::from_vec(w.clone(), (outputs, d), &device)?)?,
+                Var::from_tensor(&Tensor::from_vec(b.clone(), outputs, &device)?)?,
+            )
+        }
+        None => (
+            Var::from_tensor(&Tensor::zeros((outputs, d), DType::F32, &device)?)?,
+            Var::from_tensor(&Tensor::zeros(outputs, DType::F32, &device)?)?,
+        ),
+    };
     let log_gain = Var::from_tensor(&Tensor::new(
         &[config.initial_gain.max(1e-3).ln()],
         &device,
     )?)?;
+    let mut trained = vec![weight.clone(), bias.clone()];
+    if config.learn_gain {
+        trained.push(log_gain.clone());
+    }
     let mut optimizer = candle_nn::AdamW::new(
-        vec![weight.clone(), bias.clone(), log_gain.clone()],
+        trained,
         candle_nn::ParamsAdamW {
             lr: config.learning_rate,
             weight_decay: 0.0,
@@ -197,6 +238,8 @@ pub fn train_router(
     let mut batches = Vec::new();
     let mut epoch = 0u64;
     let mut losses = Vec::with_capacity(config.steps);
+    let mut snapshots = Vec::new();
+    let to_vec = |v: &Var| -> Result<Vec<f32>> { Ok(v.as_tensor().flatten_all()?.to_vec1()?) };
     for step in 0..config.steps {
         if batches.is_empty() {
             batches = crate::bucketed_batches(&lengths, config.batch, config.seed + epoch);
@@ -226,15 +269,25 @@ pub fn train_router(
         let value = loss.to_scalar::<f32>()?;
         losses.push(value);
         on_step(step + 1, value);
+        let done = step + 1;
+        if done == config.steps || (config.snapshot_every > 0 && done % config.snapshot_every == 0)
+        {
+            snapshots.push(HeadSnapshot {
+                step: done,
+                weight: to_vec(&weight)?,
+                bias: to_vec(&bias)?,
+                gain: to_vec(&log_gain)?[0].exp(),
+            });
+        }
     }
     model.mixture = None;
     model.mixture_weights = None;
-    let to_vec = |v: &Var| -> Result<Vec<f32>> { Ok(v.as_tensor().flatten_all()?.to_vec1()?) };
     Ok(TrainedHead {
         weight: to_vec(&weight)?,
         bias: to_vec(&bias)?,
         gain: to_vec(&log_gain)?[0].exp(),
         losses,
+        snapshots,
     })
 }
 
