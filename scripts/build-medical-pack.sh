@@ -8,9 +8,13 @@
 #   STAGES="data skills" scripts/build-medical-pack.sh
 #
 # Environment: RAW (raw data, default ../shared/data/raw), WORK (intermediate outputs, default
-# runs/medical — not committed), PACK (default examples/packs/medical-smollm2), THREADS, STEPS
-# (optimizer steps per skill), SEED, BIN (a skillpack binary to use instead of building one, e.g. a
-# copy, so rebuilding the workspace meanwhile does not swap the binary under a long run).
+# runs/medical — not committed), PACK (default examples/packs/medical-smollm2), THREADS, SEED,
+# BIN (a skillpack binary to use instead of building one, e.g. a copy, so rebuilding the
+# workspace meanwhile does not swap the binary under a long run).
+# Skills train to convergence: the step budget is EPOCHS passes over the skill's records within
+# [MIN_STEPS, MAX_STEPS]; the loss on DEV_LIMIT of the skill's dev records is evaluated every
+# EVAL_EVERY steps, the best step is exported, and training stops after PATIENCE evaluations
+# without improvement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +22,12 @@ RAW=${RAW:-../shared/data/raw}
 WORK=${WORK:-runs/medical}
 PACK=${PACK:-examples/packs/medical-smollm2}
 THREADS=${THREADS:-2}
-STEPS=${STEPS:-150}
+EPOCHS=${EPOCHS:-1}
+MIN_STEPS=${MIN_STEPS:-150}
+MAX_STEPS=${MAX_STEPS:-400}
+EVAL_EVERY=${EVAL_EVERY:-50}
+PATIENCE=${PATIENCE:-3}
+DEV_LIMIT=${DEV_LIMIT:-100}
 SEED=${SEED:-13}
 STAGES=${STAGES:-"data skills pack routers eval bench report"}
 SKILLS=${SKILLS:-"qa mcqa mc mldc mrc nli ts ner re ea es er"}
@@ -54,8 +63,10 @@ if stage skills; then
     if [[ -f "$out/adapter.gguf" ]]; then continue; fi
     echo "== skill $s" >&2
     timed "skill-$s" "$BIN" train --data "$WORK/data/$s/train.jsonl" --out "$out" --resume \
+      --dev "$WORK/data/$s/dev.jsonl" --dev-limit "$DEV_LIMIT" --eval-every "$EVAL_EVERY" \
+      --patience "$PATIENCE" --epochs "$EPOCHS" --min-steps "$MIN_STEPS" --max-steps "$MAX_STEPS" \
       --method adalora --targets "$TARGETS" --r 12 --target-r 8 --alpha 32 \
-      --steps "$STEPS" --batch 4 --max-len 384 --lr 2e-3 --seed "$SEED" --checkpoint-every 25 >&2
+      --batch 4 --max-len 384 --lr 2e-3 --seed "$SEED" --checkpoint-every 25 >&2
   done
 fi
 
@@ -125,5 +136,5 @@ fi
 if stage report; then
   echo "== report" >&2
   python3 scripts/medical-report.py --work "$WORK" --pack "$PACK" --raw "$RAW" --seed "$SEED" \
-    --steps "$STEPS" --targets "$TARGETS" --threads "$THREADS"
+    --epochs "$EPOCHS" --max-steps "$MAX_STEPS" --targets "$TARGETS" --threads "$THREADS"
 fi

@@ -73,8 +73,8 @@ fn proxy_routes_for_llama_server() {
         .map(|f| f.as_str().unwrap().to_string())
         .collect();
     assert_eq!(
-        (flags[0].as_str(), flags[2].as_str()),
-        ("--lora-scaled", "--cache-ram")
+        (flags[0].as_str(), flags[2].as_str(), flags[4].as_str()),
+        ("--lora-scaled", "--cache-ram", "--no-repack")
     );
     let port = free_port();
     let mut args: Vec<String> = [

@@ -262,11 +262,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 scaled.join(","),
                 "--cache-ram".to_string(),
                 "0".to_string(),
+                "--no-repack".to_string(),
             ];
             let notes = [
                 "every skill is loaded at scale 0: `skillpack proxy` sends each request's scales in its `lora` list",
                 "--cache-ram 0 (or cache_prompt:false per request, which the proxy sends) because llama-server can reuse a prompt cache computed under another LoRA setting (llama.cpp issue #26207)",
                 "adapters are matched to skills by file name: keep the pack's file names",
+                "--no-repack keeps the weights in plain CPU buffers: llama-server 11434 crashed (SIGSEGV) while loading LoRA adapters onto weights repacked for AMX on a CPU that has it",
             ];
             if json {
                 return super::print_json(&serde_json::json!({"flags": flags, "notes": notes}));
