@@ -10,6 +10,20 @@ use common::*;
 fn routers_train_route_and_evaluate() {
     let tmp = tempfile::tempdir().unwrap();
     let (pack, data) = fixture_pack(tmp.path());
+    // The ner records say which user request (wording) rendered them: requests 0 and 4 are held
+    // out, so the held-out accuracy is on wordings the head never saw.
+    let ner = data.join("ner/train.jsonl");
+    let tagged: Vec<String> = std::fs::read_to_string(&ner)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["phrasing"] = format!("NER#{}", i % 8).into();
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&ner, tagged.join("\n") + "\n").unwrap();
     let (ok, out, err) = skillpack(&[
         &"router",
         &"train",
@@ -33,6 +47,9 @@ fn routers_train_route_and_evaluate() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["training"]["examples"], 36);
+    assert_eq!(v["training"]["held_out_by_wording"], true);
+    assert_eq!(v["training"]["held_out"], 3, "ner records 0, 4 and 8");
+    assert_eq!(v["training"]["l2_grid"].as_array().unwrap().len(), 4);
     assert!(
         v["training"]["held_out_accuracy"].as_f64().unwrap() >= 0.99,
         "{v}"

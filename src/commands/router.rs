@@ -508,44 +508,88 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                 if args.soft_labels > 0 {
                     soft_labels(&model, &pack, &samples, &mut targets, &args)?;
                 }
-                // Held-out accuracy first (every fifth example), then the head on everything.
+                // Held-out accuracy first, then the head on everything. Records rendered from a
+                // user request bank are held out by wording (every request index ≡ 0 mod 4): the
+                // accuracy on wordings the head never saw, which also picks the L2 penalty.
+                // Without such records, every fifth example is held out.
+                let unseen_wording = |r: &Record| {
+                    r.phrasing
+                        .rsplit_once('#')
+                        .and_then(|(_, k)| k.parse::<usize>().ok())
+                        .is_some_and(|k| k % 4 == 0)
+                };
+                let by_wording = samples.iter().any(|(_, r)| !r.phrasing.is_empty());
+                let held_out: Vec<bool> = samples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, r))| {
+                        if by_wording {
+                            unseen_wording(r)
+                        } else {
+                            i % 5 == 0
+                        }
+                    })
+                    .collect();
                 let (fit_in, fit_t): (Vec<_>, Vec<_>) = inputs
                     .iter()
                     .zip(&targets)
-                    .enumerate()
-                    .filter(|(i, _)| i % 5 != 0)
-                    .map(|(_, (z, t))| (z.clone(), t.clone()))
+                    .zip(&held_out)
+                    .filter(|(_, h)| !**h)
+                    .map(|((z, t), _)| (z.clone(), t.clone()))
                     .unzip();
-                let probe = fit::fit_linear(&fit_in, &fit_t, &LinearFit::default());
-                let held: Vec<usize> = (0..inputs.len()).filter(|i| i % 5 == 0).collect();
-                let held_correct = held
-                    .iter()
-                    .filter(|&&i| {
-                        let d = inputs[i].len();
-                        let scores: Vec<f32> = (0..skills.len())
-                            .map(|k| {
-                                probe.weight[k * d..(k + 1) * d]
-                                    .iter()
-                                    .zip(&inputs[i])
-                                    .map(|(w, x)| w * x)
-                                    .sum::<f32>()
-                                    + probe.bias[k]
-                            })
-                            .collect();
-                        let best = (0..scores.len())
-                            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
-                            .unwrap_or(0);
-                        best == labels[i]
-                    })
-                    .count();
-                let held_accuracy = held_correct as f32 / held.len().max(1) as f32;
-                let head = fit::fit_linear(&inputs, &targets, &LinearFit::default());
+                let held: Vec<usize> = (0..inputs.len()).filter(|&i| held_out[i]).collect();
+                let grid: Vec<f32> = if by_wording {
+                    vec![1e-3, 1e-2, 1e-1, 1.0]
+                } else {
+                    vec![LinearFit::default().l2]
+                };
+                let mut tried = Vec::new();
+                for &l2 in &grid {
+                    let options = LinearFit {
+                        l2,
+                        ..LinearFit::default()
+                    };
+                    let probe = fit::fit_linear(&fit_in, &fit_t, &options);
+                    let correct = held
+                        .iter()
+                        .filter(|&&i| argmax_of(&probe, &inputs[i], skills.len()) == labels[i])
+                        .count();
+                    tried.push((l2, correct as f32 / held.len().max(1) as f32));
+                }
+                // Ties go to the stronger penalty (the smoother head).
+                let (l2, held_accuracy) =
+                    tried
+                        .iter()
+                        .copied()
+                        .fold((0f32, -1f32), |b, (l, a)| if a >= b.1 { (l, a) } else { b });
+                let head = fit::fit_linear(
+                    &inputs,
+                    &targets,
+                    &LinearFit {
+                        l2,
+                        ..LinearFit::default()
+                    },
+                );
                 eprintln!(
-                    "supervised router: {} examples, loss {:.3}, training accuracy {:.1} %, held-out accuracy {:.1} % (1 in 5 held out)",
+                    "supervised router: {} examples, loss {:.3}, training accuracy {:.1} %, held-out accuracy {:.1} % ({} held out{}), L2 {l2}{}",
                     inputs.len(),
                     head.loss,
                     head.accuracy * 100.0,
-                    held_accuracy * 100.0
+                    held_accuracy * 100.0,
+                    held.len(),
+                    if by_wording { ", by request wording" } else { ", 1 in 5" },
+                    if tried.len() > 1 {
+                        format!(
+                            " chosen from {}",
+                            tried
+                                .iter()
+                                .map(|(l, a)| format!("{l}: {:.1} %", a * 100.0))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
                 Router {
                     config: config(
@@ -556,7 +600,10 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                         false,
                         serde_json::json!({"examples": inputs.len(), "per_skill": args.per_skill,
                             "loss": head.loss, "train_accuracy": head.accuracy,
-                            "held_out_accuracy": held_accuracy, "seed": args.seed}),
+                            "held_out_accuracy": held_accuracy, "held_out": held.len(),
+                            "held_out_by_wording": by_wording, "l2": l2,
+                            "l2_grid": tried.iter().map(|(l, a)| serde_json::json!([l, a])).collect::<Vec<_>>(),
+                            "seed": args.seed}),
                     ),
                     feature_mean: mean,
                     feature_std: std,
@@ -1441,4 +1488,24 @@ fn score_on_validation(
         scores.push(summary.metrics.first().map(|m| m.1).unwrap_or(0.0));
     }
     Ok(scores)
+}
+
+/// The output with the largest score of a fitted head on standardized features `z`.
+fn argmax_of(head: &fit::LinearHead, z: &[f32], outputs: usize) -> usize {
+    let d = z.len();
+    (0..outputs)
+        .map(|k| {
+            head.weight[k * d..(k + 1) * d]
+                .iter()
+                .zip(z)
+                .map(|(w, x)| w * x)
+                .sum::<f32>()
+                + head.bias[k]
+        })
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (k, s)| if s > b.1 { (k, s) } else { b },
+        )
+        .0
 }

@@ -29,6 +29,10 @@ pub struct Record {
     pub context: String,
     pub query: String,
     pub output: String,
+    /// For records rendered as a user would type them: the request bank and the index of the
+    /// request used (`BANK#k`), so a router can hold out whole wordings for validation.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phrasing: String,
 }
 
 /// The user message of a prompt: the context, a blank line, then the query (the query alone

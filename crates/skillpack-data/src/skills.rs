@@ -84,6 +84,7 @@ fn draft(
             context,
             query,
             output,
+            phrasing: String::new(),
         },
         group,
         doc_ids: Vec::new(),
@@ -100,7 +101,8 @@ fn user_style(mut d: Draft, bank: (&str, &[&str]), slots: &[(&str, &str)]) -> Dr
         return d;
     }
     let (name, requests) = bank;
-    let mut request = requests[((h / 2) % requests.len() as u64) as usize].to_string();
+    let index = ((h / 2) % requests.len() as u64) as usize;
+    let mut request = requests[index].to_string();
     for (slot, value) in slots {
         request = request.replace(&format!("{{{slot}}}"), value);
     }
@@ -122,6 +124,7 @@ fn user_style(mut d: Draft, bank: (&str, &[&str]), slots: &[(&str, &str)]) -> Dr
         }
     };
     d.phrasing = format!("user request ({name})");
+    d.record.phrasing = format!("{name}#{index}");
     d
 }
 
