@@ -217,3 +217,67 @@ fn a_file_in_the_raw_format_and_clear_errors() {
         "{err}"
     );
 }
+
+/// The user wording keeps each item's target and text, drops the standard query, and puts the
+/// request first in one message; `eval --prompt-variant user` records it.
+#[test]
+fn user_prompt_variant_rewords_every_task() {
+    use skillpack_data::tasks::{self, Split, Target};
+    let raw = raw_data();
+    for task in tasks::TASKS {
+        let item = tasks::select(tasks::load(task, &raw).unwrap(), Split::Dev)
+            .into_iter()
+            .next()
+            .unwrap();
+        let user = tasks::user_variant(&item);
+        assert!(user.context.is_empty(), "{task}");
+        assert!(
+            user.query.ends_with(item.context.trim()),
+            "{task}: the text follows"
+        );
+        let standard_instruction = item.query.lines().last().unwrap();
+        assert!(
+            !user.query.contains(standard_instruction),
+            "{task}: `{standard_instruction}` is still in {:?}",
+            user.query
+        );
+        if let (Target::MultiLabel { queries, .. }, Target::MultiLabel { queries: q0, .. }) =
+            (&user.target, &item.target)
+        {
+            assert_eq!(queries.len(), q0.len());
+            assert!(queries.iter().all(|q| q.ends_with(item.context.trim())));
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, stdout, err) = skillpack(&[
+        &"eval",
+        &"--task",
+        &"pubmedqa",
+        &"--no-skills",
+        &"--limit",
+        &"2",
+        &"--threads",
+        &"2",
+        &"--raw",
+        &raw,
+        &"--prompt-variant",
+        &"user",
+        &"--out",
+        &tmp.path(),
+        &"--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["summaries"][0]["prompt_variant"], "user");
+    let (ok, _, err) = skillpack(&[
+        &"eval",
+        &"--task",
+        &"pubmedqa",
+        &"--no-skills",
+        &"--prompt-variant",
+        &"user",
+        &"--calibration",
+        &"content-free",
+    ]);
+    assert!(!ok && err.contains("standard prompts only"), "{err}");
+}

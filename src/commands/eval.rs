@@ -70,6 +70,10 @@ pub struct Args {
     /// log-likelihood after a content-free prompt, for base and packs alike).
     #[arg(long, default_value = "none")]
     pub calibration: harness::Calibration,
+    /// Prompt wording: standard (laid out like the skills' records) or user (one message in
+    /// words no skill template uses, the request before the text).
+    #[arg(long, default_value = "standard")]
+    pub prompt_variant: tasks::PromptVariant,
     /// How weighted skills are applied: multi, fused, fused-compressed, auto.
     #[arg(long, default_value = "auto")]
     pub mode: Mode,
@@ -202,10 +206,14 @@ fn load_items(args: &Args, task: &str) -> anyhow::Result<(Vec<TaskItem>, String)
     let limit = args
         .limit
         .unwrap_or_else(|| skillpack_eval::default_limit(task));
-    let items = if limit == 0 {
+    let items: Vec<TaskItem> = if limit == 0 {
         items
     } else {
         items.into_iter().take(limit).collect()
+    };
+    let items = match args.prompt_variant {
+        tasks::PromptVariant::Standard => items,
+        tasks::PromptVariant::User => items.iter().map(tasks::user_variant).collect(),
     };
     Ok((items, split))
 }
@@ -215,6 +223,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.prompt_variant != tasks::PromptVariant::Standard
+        && args.calibration != harness::Calibration::None
+    {
+        bail!("--calibration content-free is defined for the standard prompts only (drop --prompt-variant or --calibration)");
+    }
     let tasks_to_run: Vec<&str> = if args.all {
         TASKS.to_vec()
     } else {
@@ -306,6 +319,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         if s.items == items.len()
                             && s.split == split
                             && s.calibration == args.calibration
+                            && s.prompt_variant == args.prompt_variant
                         {
                             eprintln!(
                                 "{} / {task}: reusing {}",
@@ -332,6 +346,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 config: &config.label,
                 split: &split,
                 calibration: args.calibration,
+                prompt_variant: args.prompt_variant,
             };
             let (predictions, summary) =
                 harness::evaluate(&mut ctx, policy.as_mut(), &run, &items, |i| {
@@ -387,7 +402,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let balance = report::balance_table(&summaries);
     let mut table = report::markdown_table(&summaries);
     table.push_str(&format!(
-        "\nScores in percent with a 95 % bootstrap interval over the items; option scoring: {}; ⚠ marks predictions collapsed onto one label.\n",
+        "\nScores in percent with a 95 % bootstrap interval over the items; prompts: {}; option scoring: {}; ⚠ marks predictions collapsed onto one label.\n",
+        args.prompt_variant.as_str(),
         args.calibration.as_str()
     ));
     if !balance.is_empty() {

@@ -1479,6 +1479,7 @@ fn score_on_validation(
             config: label,
             split: "train-validation",
             calibration: skillpack_eval::harness::Calibration::None,
+            prompt_variant: tasks::PromptVariant::Standard,
         };
         let (_, summary) =
             skillpack_eval::harness::evaluate(&mut ctx, &mut policy, &run, validation, |i| {

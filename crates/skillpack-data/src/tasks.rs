@@ -290,6 +290,100 @@ pub fn content_free_query(item: &TaskItem) -> String {
     }
 }
 
+/// How an evaluation prompt is worded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptVariant {
+    /// Laid out like the skills' records: the text, then the task's query.
+    #[default]
+    Standard,
+    /// One user message in other words than any skill template or request bank uses: the
+    /// request first, then the text, no output format spelled out beyond the answer options.
+    User,
+}
+
+impl PromptVariant {
+    /// `standard` or `user`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptVariant::Standard => "standard",
+            PromptVariant::User => "user",
+        }
+    }
+}
+
+impl std::str::FromStr for PromptVariant {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "standard" => Ok(PromptVariant::Standard),
+            "user" => Ok(PromptVariant::User),
+            other => Err(format!("unknown prompt variant `{other}` (standard, user)")),
+        }
+    }
+}
+
+/// `item` worded as [`PromptVariant::User`]: the same target, another request, the text after
+/// it in one message.
+pub fn user_variant(item: &TaskItem) -> TaskItem {
+    let strip = |q: &str, prefix: &str, suffix: &str| {
+        q.strip_prefix(prefix)
+            .unwrap_or(q)
+            .split(suffix)
+            .next()
+            .unwrap_or(q)
+            .trim()
+            .to_string()
+    };
+    let request = match item.task {
+        "pubmedqa" => format!(
+            "Going by the study summary that follows, what's the verdict on this: {} Pick one: yes / no / maybe.",
+            strip(&item.query, "", "\nAnswer with yes, no or maybe.")
+        ),
+        "medqa" | "medmcqa" => format!(
+            "I'm revising for boards and got stuck here:\n{}\nWhat's the right pick?",
+            strip(&item.query, "", "\n\nAnswer with the letter")
+        ),
+        "bc5cdr" => "Go through the passage that follows and pick out every substance or medication and every illness it names.".to_string(),
+        "chemprot" => format!(
+            "Quick one for a pharmacology database: in the sentence that follows, what is the compound between << >> doing to the protein between [[ ]]? Use exactly one of {}.",
+            CHEMPROT_LABELS.join(", ")
+        ),
+        "hoc" => "Tag the following paper summary with every cancer hallmark it touches on.".to_string(),
+        "healthver" => format!(
+            "Someone claims: \"{}\". Judging only by the excerpt that follows, does it back the claim up, contradict it, or neither? Reply supports, refutes or neutral.",
+            strip(&item.query, "Claim: ", "\nDoes the evidence")
+        ),
+        "covidqa" => format!(
+            "{} Quote the answer straight from the article that follows.",
+            strip(&item.query, "Question: ", "\nAnswer with the exact phrase")
+        ),
+        _ => "Turn the patient message that follows into a single short question a doctor could answer.".to_string(),
+    };
+    let mut out = item.clone();
+    out.query = if item.context.trim().is_empty() {
+        request
+    } else {
+        format!("{request}\n\n{}", item.context.trim())
+    };
+    out.context = String::new();
+    if let Target::MultiLabel {
+        labels, queries, ..
+    } = &mut out.target
+    {
+        *queries = labels
+            .iter()
+            .map(|h| {
+                format!(
+                    "Is \"{h}\" a theme of the paper summary that follows? Reply with a plain yes or no.\n\n{}",
+                    item.context.trim()
+                )
+            })
+            .collect();
+    }
+    out
+}
+
 /// The content-free input of calibrated scoring (Zhao et al., 2021).
 pub const CONTENT_FREE: &str = "N/A";
 

@@ -574,6 +574,9 @@ pub struct TaskSummary {
     /// How options were scored.
     #[serde(default)]
     pub calibration: Calibration,
+    /// How the prompts were worded.
+    #[serde(default)]
+    pub prompt_variant: skillpack_data::tasks::PromptVariant,
 }
 
 /// What a run evaluates: the task, the configuration's label, the split and the scoring.
@@ -582,6 +585,7 @@ pub struct RunSpec<'a> {
     pub config: &'a str,
     pub split: &'a str,
     pub calibration: Calibration,
+    pub prompt_variant: skillpack_data::tasks::PromptVariant,
 }
 
 /// Evaluates `items`, calling `progress` after each; returns predictions and the summary.
@@ -597,6 +601,7 @@ pub fn evaluate<'m>(
         config,
         split,
         calibration,
+        prompt_variant,
     } = *run;
     let started = Instant::now();
     let mut scorer = Scorer::new(ctx);
@@ -622,6 +627,7 @@ pub fn evaluate<'m>(
         interval: headline_interval(task, &predictions),
         balance: label_balance(task, &predictions),
         calibration,
+        prompt_variant,
     };
     Ok((predictions, summary))
 }
