@@ -57,8 +57,8 @@ pub struct LinearHead {
     pub accuracy: f32,
 }
 
-/// Fits `softmax(W z + b)` to `targets` (rows summing to 1) by full-batch Adam on the mean
-/// cross-entropy plus `l2·‖W‖²`. `inputs` are standardized features.
+/// Fits `softmax(W z + b)` to `targets` (rows summing to 1) by full-batch Adam (cosine-decayed
+/// step) on the mean cross-entropy plus `l2·‖W‖²`. `inputs` are standardized features.
 pub fn fit_linear(inputs: &[Vec<f32>], targets: &[Vec<f32>], options: &LinearFit) -> LinearHead {
     let n = inputs.len();
     let d = inputs.first().map_or(0, Vec::len);
@@ -101,11 +101,15 @@ pub fn fit_linear(inputs: &[Vec<f32>], targets: &[Vec<f32>], options: &LinearFit
             .for_each(|(g, x)| *g += 2.0 * options.l2 * x);
         let bias1 = 1.0 - beta1.powi(step as i32);
         let bias2 = 1.0 - beta2.powi(step as i32);
+        // Cosine decay to zero: a constant step keeps Adam circling the optimum, and heads fitted
+        // with different penalties would then differ by where the circling stopped.
+        let progress = (step - 1) as f32 / options.steps.max(1) as f32;
+        let lr = options.learning_rate * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos());
         let adam = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
             for i in 0..p.len() {
                 m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
                 v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
-                p[i] -= options.learning_rate * (m[i] / bias1) / ((v[i] / bias2).sqrt() + eps);
+                p[i] -= lr * (m[i] / bias1) / ((v[i] / bias2).sqrt() + eps);
             }
         };
         adam(&mut w, &gw, &mut mw, &mut vw);
