@@ -363,6 +363,18 @@ fn skill_samples_from(
     Ok(out)
 }
 
+/// A progress bar over `len` items, labelled `prefix`.
+fn progress(len: usize, prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
+
 /// Features of each `(context, query)` with a progress bar.
 fn features_of(
     extractor: &mut FeatureExtractor<'_>,
@@ -370,13 +382,7 @@ fn features_of(
     prompts: &[(String, String)],
     label: &str,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
-    let bar = ProgressBar::new(prompts.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_string());
+    let bar = progress(prompts.len(), label);
     let mut features = Vec::with_capacity(prompts.len());
     for (context, query) in prompts {
         let t = skillpack_eval::harness::prompt_tokens(model, context, query)?;
@@ -552,7 +558,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                     let probe = fit::fit_linear(&fit_in, &fit_t, &options);
                     let correct = held
                         .iter()
-                        .filter(|&&i| argmax_of(&probe, &inputs[i], skills.len()) == labels[i])
+                        .filter(|&&i| probe.predict(&inputs[i]) == labels[i])
                         .count();
                     tried.push((l2, correct as f32 / held.len().max(1) as f32));
                 }
@@ -838,14 +844,13 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                     )
                     .into();
                 }
-                let (_, chosen) = candidates.swap_remove(best);
-                let mut chosen = trained(chosen.weight, chosen.bias, chosen.config.gain, training);
-                if fell_back {
-                    let w = warm.as_ref().expect("fell back to it");
-                    chosen.config.temperature = w.config.temperature;
-                    chosen.config.none_entry = w.config.none_entry;
-                    chosen.config.gain = w.config.gain;
-                }
+                let (_, mut chosen) = candidates.swap_remove(best);
+                // A fallback keeps the warm start's head, temperature and gain as they are;
+                // either way the router takes this run's name and provenance.
+                chosen.config.name = name.clone();
+                chosen.config.method = args.method.clone();
+                chosen.config.task = task.clone();
+                chosen.config.training = training;
                 chosen
             }
         }
@@ -1433,7 +1438,7 @@ fn warm_head(
 }
 
 /// Each candidate router's headline metric on the validation items, run through llama.cpp as
-/// `eval` runs it (the items featurized once for all candidates).
+/// `eval` runs it (the items featurized once for all candidates, which share a feature kind).
 fn score_on_validation(
     model: &Model,
     model_path: &Path,
@@ -1453,27 +1458,24 @@ fn score_on_validation(
             ..Default::default()
         },
     )?;
-    let cache = FeatureCache::default();
-    let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
+    // One policy for every candidate (they read the same features, checked by the warm
+    // start): each prompt is featurized once, and only the head changes between runs.
+    let Some((_, first)) = candidates.first() else {
+        return Ok(Vec::new());
+    };
+    let mut policy = Routed {
+        engine: skillpack_run::SkillEngine::new(model, pack.clone())?,
+        router: first.clone(),
+        extractor: FeatureExtractor::new(model, model_path, first.config.features, threads)?,
+        skills: pack.manifest.skills.iter().map(|s| s.id.clone()).collect(),
+        mode: skillpack_run::Mode::Auto,
+        model,
+        cache: FeatureCache::default(),
+    };
     let mut scores = Vec::new();
     for (label, router) in candidates {
-        let extractor = FeatureExtractor::new(model, model_path, router.config.features, threads)?;
-        let mut policy = Routed {
-            engine: skillpack_run::SkillEngine::new(model, pack.clone())?,
-            router: router.clone(),
-            extractor,
-            skills: skills.clone(),
-            mode: skillpack_run::Mode::Auto,
-            model,
-            cache: cache.clone(),
-        };
-        let bar = ProgressBar::new(validation.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(label.clone());
+        policy.router = router.clone();
+        let bar = progress(validation.len(), label);
         let run = skillpack_eval::harness::RunSpec {
             task,
             config: label,
@@ -1489,24 +1491,4 @@ fn score_on_validation(
         scores.push(summary.metrics.first().map(|m| m.1).unwrap_or(0.0));
     }
     Ok(scores)
-}
-
-/// The output with the largest score of a fitted head on standardized features `z`.
-fn argmax_of(head: &fit::LinearHead, z: &[f32], outputs: usize) -> usize {
-    let d = z.len();
-    (0..outputs)
-        .map(|k| {
-            head.weight[k * d..(k + 1) * d]
-                .iter()
-                .zip(z)
-                .map(|(w, x)| w * x)
-                .sum::<f32>()
-                + head.bias[k]
-        })
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (k, s)| if s > b.1 { (k, s) } else { b },
-        )
-        .0
 }

@@ -457,7 +457,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "tokens_per_s": tokens as f64 / started.elapsed().as_secs_f64(),
         "peak_rss_mib": super::proc_status_mib("VmHWM:"),
     });
-    // The run's own record, read by the pack build and its report.
+    // The run's own record: step budget, where it stopped, the exported step, the dev curve.
     skillpack_convert::write_atomic(
         &out.join("train.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),

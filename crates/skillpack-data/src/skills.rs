@@ -7,7 +7,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::raw::{self, HALLMARKS};
-use crate::requests as req;
+
+/// `(NAME, requests::NAME)`: a request bank with the name records are tagged with.
+macro_rules! bank {
+    ($name:ident) => {
+        (stringify!($name), crate::requests::$name)
+    };
+}
 use crate::tasks::{self, Split, CHEMPROT_LABELS};
 use crate::{stable_hash, Record, Result};
 
@@ -262,11 +268,7 @@ fn qa(raw: &RawSet) -> Vec<Draft> {
                 template.replace("{q}", question),
                 clip(answer, 1200),
             );
-            out.push(user_style(
-                d,
-                ("QA_QUESTION", req::QA_QUESTION),
-                &[("question", question)],
-            ));
+            out.push(user_style(d, bank!(QA_QUESTION), &[("question", question)]));
         }
     }
     out
@@ -302,7 +304,7 @@ fn mcqa(raw: &RawSet) -> Vec<Draft> {
             d.doc_ids = item.doc_ids.clone();
             out.push(user_style(
                 d,
-                ("MCQA", req::MCQA),
+                bank!(MCQA),
                 &[("question_and_options", question_and_options)],
             ));
         }
@@ -381,7 +383,7 @@ fn mc(raw: &RawSet) -> Vec<Draft> {
                 query.into(),
                 turns[cut].1.clone(),
             );
-            out.push(user_style(d, ("MC_NEXT_TURN", req::MC_NEXT_TURN), &[]));
+            out.push(user_style(d, bank!(MC_NEXT_TURN), &[]));
         }
     }
     out
@@ -407,63 +409,47 @@ fn mldc(raw: &RawSet) -> Vec<Draft> {
             0 => item.query.clone(),
             _ => format!("Classify this abstract by the hallmarks of cancer it discusses ({}). Reply with the matching hallmarks separated by semicolons, or none.", HALLMARKS.join("; ")),
         };
-        let mut records = vec![draft(
-            &list_variant,
-            "mldc",
-            "hoc",
-            list_id.clone(),
-            format!("hoc:{pmid}"),
-            item.context.clone(),
-            list_query,
-            answer,
-        )];
-        // One yes/no question for a hallmark it has and one for a hallmark it lacks.
-        let h = stable_hash(&list_id) as usize;
-        if !gold.is_empty() {
-            let g = gold[h % gold.len()];
-            records.push(draft(
-                "hallmark yes/no",
+        let all_hallmarks = HALLMARKS.join("; ");
+        let mut records = vec![user_style(
+            draft(
+                &list_variant,
                 "mldc",
                 "hoc",
-                format!("{list_id}:yes:{g}"),
+                list_id.clone(),
                 format!("hoc:{pmid}"),
                 item.context.clone(),
-                queries[g].clone(),
-                "yes".into(),
-            ));
+                list_query,
+                answer,
+            ),
+            bank!(MLDC_LIST),
+            &[("hallmarks", &all_hallmarks)],
+        )];
+        // One yes/no question for a hallmark it has and one for a hallmark it lacks.
+        let yes_no = |label: usize, answer: &str| {
+            user_style(
+                draft(
+                    "hallmark yes/no",
+                    "mldc",
+                    "hoc",
+                    format!("{list_id}:{answer}:{label}"),
+                    format!("hoc:{pmid}"),
+                    item.context.clone(),
+                    queries[label].clone(),
+                    answer.into(),
+                ),
+                bank!(MLDC_ONE),
+                &[("hallmark", &labels[label])],
+            )
+        };
+        let h = stable_hash(&list_id) as usize;
+        if !gold.is_empty() {
+            records.push(yes_no(gold[h % gold.len()], "yes"));
         }
         let negatives: Vec<usize> = (0..labels.len()).filter(|l| !gold.contains(l)).collect();
-        let n = negatives[(h / 7) % negatives.len()];
-        records.push(draft(
-            "hallmark yes/no",
-            "mldc",
-            "hoc",
-            format!("{list_id}:no:{n}"),
-            format!("hoc:{pmid}"),
-            item.context.clone(),
-            queries[n].clone(),
-            "no".into(),
-        ));
-        let all_hallmarks = HALLMARKS.join("; ");
+        records.push(yes_no(negatives[(h / 7) % negatives.len()], "no"));
         for mut r in records {
             r.doc_ids = item.doc_ids.clone();
-            // The yes/no records end with the hallmark index in their id.
-            let hallmark = r
-                .record
-                .id
-                .rsplit(':')
-                .next()
-                .and_then(|k| k.parse::<usize>().ok())
-                .filter(|_| r.phrasing == "hallmark yes/no")
-                .map(|k| labels[k].clone());
-            out.push(match hallmark {
-                Some(h) => user_style(r, ("MLDC_ONE", req::MLDC_ONE), &[("hallmark", &h)]),
-                None => user_style(
-                    r,
-                    ("MLDC_LIST", req::MLDC_LIST),
-                    &[("hallmarks", &all_hallmarks)],
-                ),
-            });
+            out.push(r);
         }
     }
     out
@@ -475,9 +461,7 @@ fn mrc(raw: &RawSet) -> Vec<Draft> {
         let tasks::Target::Choice { options, gold } = &item.target else {
             continue;
         };
-        let question = item
-            .query
-            .trim_end_matches("\nAnswer with yes, no or maybe.");
+        let question = tasks::query_content(item);
         let id = format!("mrc:{}", item.id);
         let variant = format!("variant {}", stable_hash(&id) % 3);
         let query = match stable_hash(&id) % 3 {
@@ -510,7 +494,7 @@ fn mrc(raw: &RawSet) -> Vec<Draft> {
             output,
         );
         d.doc_ids = item.doc_ids.clone();
-        out.push(user_style(d, ("MRC", req::MRC), &[("question", question)]));
+        out.push(user_style(d, bank!(MRC), &[("question", question)]));
     }
     out
 }
@@ -527,7 +511,7 @@ fn nli(raw: &RawSet) -> Vec<Draft> {
             ]);
         let query = template;
             let d = draft(template, "nli", "mediqa-rqe", id.clone(), id, format!("Question A: {}\nQuestion B: {}", r.chq, r.faq), query.into(), if r.entails { "yes" } else { "no" }.into());
-            user_style(d, ("NLI_RQE", req::NLI_RQE), &[])
+            user_style(d, bank!(NLI_RQE), &[])
         })
         .collect()
 }
@@ -584,7 +568,7 @@ fn ts(raw: &RawSet) -> Vec<Draft> {
                 query,
                 clip(&m.section_text, 1200),
             );
-            user_style(d, ("TS_SECTION", req::TS_SECTION), &[("section", section)])
+            user_style(d, bank!(TS_SECTION), &[("section", section)])
         })
         .collect()
 }
@@ -629,14 +613,7 @@ fn ner(raw: &RawSet) -> Vec<Draft> {
             output,
         );
         d.doc_ids = vec![doc.pmid.clone()];
-        out.push(user_style(
-            d,
-            (
-                "NER_CHEMICALS_AND_DISEASES",
-                req::NER_CHEMICALS_AND_DISEASES,
-            ),
-            &[],
-        ));
+        out.push(user_style(d, bank!(NER_CHEMICALS_AND_DISEASES), &[]));
     }
     for (part, doc) in &raw.ncbi {
         let id = format!("ner:ncbi:{part}:{}", doc.pmid);
@@ -666,7 +643,7 @@ fn ner(raw: &RawSet) -> Vec<Draft> {
             output,
         );
         d.doc_ids = vec![doc.pmid.clone()];
-        out.push(user_style(d, ("NER_DISEASES", req::NER_DISEASES), &[]));
+        out.push(user_style(d, bank!(NER_DISEASES), &[]));
     }
     out
 }
@@ -736,7 +713,7 @@ fn re(raw: &RawSet) -> Vec<Draft> {
             output,
         );
         d.doc_ids = vec![doc.pmid.clone()];
-        out.push(user_style(d, ("RE_CID", req::RE_CID), &[]));
+        out.push(user_style(d, bank!(RE_CID), &[]));
     }
     let canonical = tasks::chemprot_query();
     let labels = CHEMPROT_LABELS.join(", ");
@@ -757,11 +734,7 @@ fn re(raw: &RawSet) -> Vec<Draft> {
             query,
             item.label.clone(),
         );
-        out.push(user_style(
-            d,
-            ("RE_CHEMPROT", req::RE_CHEMPROT),
-            &[("labels", &labels)],
-        ));
+        out.push(user_style(d, bank!(RE_CHEMPROT), &[("labels", &labels)]));
     }
     out
 }
@@ -837,7 +810,7 @@ fn ea(raw: &RawSet) -> Vec<Draft> {
         );
         out.push(user_style(
             d,
-            ("EA_ENTITY_TYPE", req::EA_ENTITY_TYPE),
+            bank!(EA_ENTITY_TYPE),
             &[("entity", &doc.focus)],
         ));
     }
@@ -886,9 +859,9 @@ fn ea(raw: &RawSet) -> Vec<Draft> {
             );
             d.doc_ids = vec![doc.pmid.clone()];
             let bank = if source == "bc5cdr" {
-                ("EA_CHEMICAL_OR_DISEASE", req::EA_CHEMICAL_OR_DISEASE)
+                bank!(EA_CHEMICAL_OR_DISEASE)
             } else {
-                ("EA_DISEASE_MENTION_KIND", req::EA_DISEASE_MENTION_KIND)
+                bank!(EA_DISEASE_MENTION_KIND)
             };
             out.push(user_style(d, bank, &[("entity", &m.text)]));
         }
@@ -940,7 +913,7 @@ fn es(raw: &RawSet) -> Vec<Draft> {
         );
         out.push(user_style(
             d,
-            ("ES_OTHER_NAMES", req::ES_OTHER_NAMES),
+            bank!(ES_OTHER_NAMES),
             &[("entity", &doc.focus)],
         ));
         let s = synonyms[(stable_hash(&id) % synonyms.len() as u64) as usize];
@@ -954,11 +927,7 @@ fn es(raw: &RawSet) -> Vec<Draft> {
             format!("\"{s}\" is another name for which condition or substance?"),
             doc.focus.clone(),
         );
-        out.push(user_style(
-            d,
-            ("ES_MAIN_NAME", req::ES_MAIN_NAME),
-            &[("entity", s)],
-        ));
+        out.push(user_style(d, bank!(ES_MAIN_NAME), &[("entity", s)]));
     }
     // Surface forms sharing a MeSH / OMIM id across the NER corpora (training documents only).
     let mut forms: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -1003,11 +972,7 @@ fn es(raw: &RawSet) -> Vec<Draft> {
             others.join("; "),
         );
         d.doc_ids = pmids.clone();
-        out.push(user_style(
-            d,
-            ("ES_OTHER_NAMES", req::ES_OTHER_NAMES),
-            &[("entity", first)],
-        ));
+        out.push(user_style(d, bank!(ES_OTHER_NAMES), &[("entity", first)]));
         // A same-entity question with a positive and a negative pair.
         let other = others[(stable_hash(&format!("{id}:pos")) % others.len() as u64) as usize];
         let mut pos = draft(
@@ -1023,7 +988,7 @@ fn es(raw: &RawSet) -> Vec<Draft> {
         pos.doc_ids = pmids.clone();
         out.push(user_style(
             pos,
-            ("ES_SAME_ENTITY", req::ES_SAME_ENTITY),
+            bank!(ES_SAME_ENTITY),
             &[("entity", first), ("other", other)],
         ));
         let neighbour =
@@ -1045,7 +1010,7 @@ fn es(raw: &RawSet) -> Vec<Draft> {
             neg.doc_ids = pmids;
             out.push(user_style(
                 neg,
-                ("ES_SAME_ENTITY", req::ES_SAME_ENTITY),
+                bank!(ES_SAME_ENTITY),
                 &[("entity", first), ("other", other)],
             ));
         }
@@ -1129,7 +1094,7 @@ fn er(raw: &RawSet) -> Vec<Draft> {
         rec.doc_ids = pmids.clone();
         out.push(user_style(
             rec,
-            ("ER_CID_YES_NO", req::ER_CID_YES_NO),
+            bank!(ER_CID_YES_NO),
             &[("chemical", &cn), ("disease", &dn)],
         ));
     }
@@ -1159,11 +1124,7 @@ fn er(raw: &RawSet) -> Vec<Draft> {
             diseases.join("; "),
         );
         rec.doc_ids = pmids;
-        out.push(user_style(
-            rec,
-            ("ER_CID_LIST", req::ER_CID_LIST),
-            &[("chemical", &cn)],
-        ));
+        out.push(user_style(rec, bank!(ER_CID_LIST), &[("chemical", &cn)]));
     }
     let labels = CHEMPROT_LABELS.join(", ");
     let mut seen: BTreeMap<(String, String), ()> = BTreeMap::new();
@@ -1181,7 +1142,7 @@ fn er(raw: &RawSet) -> Vec<Draft> {
         let d = draft("chemprot pair", "er", "chemprot", id.clone(), id, String::new(), format!("How does the chemical {chemical} act on the gene or protein {gene}? Answer with one of: {labels}."), item.label.clone());
         out.push(user_style(
             d,
-            ("ER_CHEMPROT", req::ER_CHEMPROT),
+            bank!(ER_CHEMPROT),
             &[
                 ("chemical", &chemical),
                 ("gene", &gene),

@@ -204,18 +204,46 @@ fn split_by(key: &str, task: &str, dev_percent: u64, train_percent: u64) -> Spli
     }
 }
 
+/// The instruction line of [`pubmedqa_query`].
+pub const PUBMEDQA_INSTRUCTION: &str = "Answer with yes, no or maybe.";
+const MCQ_INSTRUCTION: &str = "Answer with the letter of the correct option, then its text.";
+const HEALTHVER_INSTRUCTION: &str = "Does the evidence support the claim, refute it, or neither? Answer supports, refutes or neutral.";
+const COVIDQA_INSTRUCTION: &str = "Answer with the exact phrase from the text.";
+
 /// The PubMedQA query for a question (the MRC skill phrases it the same way among others).
 pub fn pubmedqa_query(question: &str) -> String {
-    format!("{question}\nAnswer with yes, no or maybe.")
+    format!("{question}\n{PUBMEDQA_INSTRUCTION}")
+}
+
+/// What a task's query was built around, undoing the builders here: PubMedQA's and COVID-QA's
+/// question, HealthVer's claim, MedQA/MedMCQA's question with its lettered options; the whole
+/// query for the other tasks (and for a query no builder made).
+pub fn query_content(item: &TaskItem) -> &str {
+    let q = item.query.as_str();
+    let inner = match item.task {
+        "pubmedqa" => q
+            .strip_suffix(PUBMEDQA_INSTRUCTION)
+            .map(|r| r.strip_suffix('\n')),
+        "medqa" | "medmcqa" => q
+            .strip_suffix(MCQ_INSTRUCTION)
+            .map(|r| r.strip_suffix("\n\n")),
+        "healthver" => q
+            .strip_prefix("Claim: ")
+            .and_then(|r| r.strip_suffix(HEALTHVER_INSTRUCTION))
+            .map(|r| r.strip_suffix('\n')),
+        "covidqa" => q
+            .strip_prefix("Question: ")
+            .and_then(|r| r.strip_suffix(COVIDQA_INSTRUCTION))
+            .map(|r| r.strip_suffix('\n')),
+        _ => None,
+    };
+    inner.flatten().unwrap_or(q)
 }
 
 /// The multiple-choice query: the question, lettered options, and the format.
 pub fn mcq_query(question: &str, options: &[(String, String)]) -> String {
     let lines: Vec<String> = options.iter().map(|(l, t)| format!("{l}. {t}")).collect();
-    format!(
-        "{question}\n\n{}\n\nAnswer with the letter of the correct option, then its text.",
-        lines.join("\n")
-    )
+    format!("{question}\n\n{}\n\n{MCQ_INSTRUCTION}", lines.join("\n"))
 }
 
 /// The ChemProt query.
@@ -262,12 +290,12 @@ pub fn hoc_list_query() -> String {
 
 /// The HealthVer query.
 pub fn healthver_query(claim: &str) -> String {
-    format!("Claim: {claim}\nDoes the evidence support the claim, refute it, or neither? Answer supports, refutes or neutral.")
+    format!("Claim: {claim}\n{HEALTHVER_INSTRUCTION}")
 }
 
 /// The COVID-QA query.
 pub fn covidqa_query(question: &str) -> String {
-    format!("Question: {question}\nAnswer with the exact phrase from the text.")
+    format!("Question: {question}\n{COVIDQA_INSTRUCTION}")
 }
 
 /// The MeQSum query.
@@ -326,23 +354,15 @@ impl std::str::FromStr for PromptVariant {
 /// `item` worded as [`PromptVariant::User`]: the same target, another request, the text after
 /// it in one message.
 pub fn user_variant(item: &TaskItem) -> TaskItem {
-    let strip = |q: &str, prefix: &str, suffix: &str| {
-        q.strip_prefix(prefix)
-            .unwrap_or(q)
-            .split(suffix)
-            .next()
-            .unwrap_or(q)
-            .trim()
-            .to_string()
-    };
+    let content = query_content(item).trim();
     let request = match item.task {
         "pubmedqa" => format!(
             "Going by the study summary that follows, what's the verdict on this: {} Pick one: yes / no / maybe.",
-            strip(&item.query, "", "\nAnswer with yes, no or maybe.")
+            content
         ),
         "medqa" | "medmcqa" => format!(
             "I'm revising for boards and got stuck here:\n{}\nWhat's the right pick?",
-            strip(&item.query, "", "\n\nAnswer with the letter")
+            content
         ),
         "bc5cdr" => "Go through the passage that follows and pick out every substance or medication and every illness it names.".to_string(),
         "chemprot" => format!(
@@ -352,11 +372,11 @@ pub fn user_variant(item: &TaskItem) -> TaskItem {
         "hoc" => "Tag the following paper summary with every cancer hallmark it touches on.".to_string(),
         "healthver" => format!(
             "Someone claims: \"{}\". Judging only by the excerpt that follows, does it back the claim up, contradict it, or neither? Reply supports, refutes or neutral.",
-            strip(&item.query, "Claim: ", "\nDoes the evidence")
+            content
         ),
         "covidqa" => format!(
             "{} Quote the answer straight from the article that follows.",
-            strip(&item.query, "Question: ", "\nAnswer with the exact phrase")
+            content
         ),
         _ => "Turn the patient message that follows into a single short question a doctor could answer.".to_string(),
     };

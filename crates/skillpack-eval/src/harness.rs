@@ -278,8 +278,8 @@ impl std::str::FromStr for Calibration {
     }
 }
 
-/// `scores` minus each continuation's log-likelihood after the content-free prompt of `item`
-/// with query `query`.
+/// `scores` minus each continuation's log-likelihood after the content-free prompt: input
+/// "N/A" with query `query`.
 fn calibrate(
     scorer: &mut Scorer<'_, '_>,
     query: &str,

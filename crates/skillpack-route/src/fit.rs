@@ -115,28 +115,39 @@ pub fn fit_linear(inputs: &[Vec<f32>], targets: &[Vec<f32>], options: &LinearFit
         adam(&mut w, &gw, &mut mw, &mut vw);
         adam(&mut b, &gb, &mut mb, &mut vb);
     }
-    let correct = inputs
-        .iter()
-        .zip(targets)
-        .filter(|(z, t)| {
-            let logits: Vec<f32> = (0..k)
-                .map(|j| {
-                    w[j * d..(j + 1) * d]
-                        .iter()
-                        .zip(*z)
-                        .map(|(a, x)| a * x)
-                        .sum::<f32>()
-                        + b[j]
-                })
-                .collect();
-            argmax(&logits) == argmax(t)
-        })
-        .count();
-    LinearHead {
+    let mut head = LinearHead {
         weight: w,
         bias: b,
         loss,
-        accuracy: correct as f32 / n.max(1) as f32,
+        accuracy: 0.0,
+    };
+    let correct = inputs
+        .iter()
+        .zip(targets)
+        .filter(|(z, t)| head.predict(z) == argmax(t))
+        .count();
+    head.accuracy = correct as f32 / n.max(1) as f32;
+    head
+}
+
+impl LinearHead {
+    /// The output with the largest score `W z + b` for standardized features `z`.
+    pub fn predict(&self, z: &[f32]) -> usize {
+        let d = z.len();
+        let scores: Vec<f32> = self
+            .bias
+            .iter()
+            .enumerate()
+            .map(|(k, b)| {
+                self.weight[k * d..(k + 1) * d]
+                    .iter()
+                    .zip(z)
+                    .map(|(w, x)| w * x)
+                    .sum::<f32>()
+                    + b
+            })
+            .collect();
+        argmax(&scores)
     }
 }
 

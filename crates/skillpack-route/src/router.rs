@@ -185,6 +185,11 @@ impl Router {
                 self.config.temperature
             ));
         }
+        if let Commit::Top1 { threshold } = self.config.commit {
+            if !(0.0..=1.0).contains(&threshold) {
+                return Err(format!("commit threshold {threshold} must be in [0, 1]"));
+            }
+        }
         if !self.config.gain.is_finite() || self.config.gain < 0.0 {
             return Err(format!("gain {} must be finite and ≥ 0", self.config.gain));
         }
@@ -548,6 +553,12 @@ mod tests {
             e.contains("feature_mean") && e.contains("expected 3"),
             "{e}"
         );
+        // A commit threshold outside [0, 1] is refused with the field named.
+        json["dim"] = 2.into();
+        json["commit"] = serde_json::json!({"mode": "top1", "threshold": 2.0});
+        std::fs::write(file.with_extension("json"), json.to_string()).unwrap();
+        let e = Router::load(&file).unwrap_err().to_string();
+        assert!(e.contains("commit threshold 2"), "{e}");
         std::fs::write(&file, b"junk").unwrap();
         assert!(Router::load(&file)
             .unwrap_err()

@@ -477,27 +477,33 @@ impl Trainer {
         Ok(())
     }
 
+    /// The adapters as `param.NAME` tensors (what [`Self::set_params`] reads back).
+    fn param_tensors(&self) -> HashMap<String, Tensor> {
+        self.vars()
+            .into_iter()
+            .map(|(n, v)| (format!("param.{n}"), v.as_tensor().clone()))
+            .collect()
+    }
+
     /// Writes the adapters of the current step as the best ones (atomically, like checkpoints).
     fn save_best(&self, dev_loss: f64) -> Result<()> {
-        let mut tensors: HashMap<String, Tensor> = HashMap::new();
-        for (n, v) in self.vars() {
-            tensors.insert(format!("param.{n}"), v.as_tensor().clone());
-        }
         let state = BestState {
             step: self.step,
             dev_loss,
             rank_pattern: self.current_rank_pattern()?,
         };
-        write_state_dir(&self.out_dir, &self.best_dir(), &tensors, &state)
+        write_state_dir(&self.best_dir(), &self.param_tensors(), &state)
     }
 
     /// Puts the best step's adapters (and, for AdaLoRA, its rank pattern) back into the model,
     /// so an export writes them. Returns that step, or `None` when no evaluation ran.
     pub fn restore_best(&mut self) -> Result<Option<usize>> {
-        let dir = self.best_dir();
-        if self.selection.best.is_none() || !dir.join("state.json").is_file() {
+        if self.selection.best.is_none() {
             return Ok(None);
         }
+        let Some(dir) = state_dir_or_old(&self.best_dir()) else {
+            return Ok(None);
+        };
         let (state, tensors): (BestState, _) = read_state_dir(&dir, self.model.device())?;
         self.set_params(&tensors, &dir)?;
         if let Some(a) = &mut self.allocator {
@@ -671,10 +677,7 @@ impl Trainer {
     /// Writes the full state (adapters, AdamW moments, allocator) atomically: a new directory is
     /// written and synced, then swapped in; a crash leaves the previous checkpoint intact.
     pub fn save_checkpoint(&self) -> Result<()> {
-        let mut tensors: HashMap<String, Tensor> = HashMap::new();
-        for (n, v) in self.vars() {
-            tensors.insert(format!("param.{n}"), v.as_tensor().clone());
-        }
+        let mut tensors = self.param_tensors();
         for (n, t) in &self.adam_m {
             tensors.insert(format!("adam_m.{n}"), t.clone());
         }
@@ -693,7 +696,7 @@ impl Trainer {
             adam_t: self.adam_t,
             selection: self.selection.clone(),
         };
-        write_state_dir(&self.out_dir, &self.checkpoint_dir(), &tensors, &state)
+        write_state_dir(&self.checkpoint_dir(), &tensors, &state)
     }
 
     /// Drops the lines of `metrics.jsonl` past `step` (and any line a kill cut short).
@@ -720,16 +723,11 @@ impl Trainer {
 
     /// Restores the state of the checkpoint in the output directory; the configuration must match.
     pub fn resume(&mut self) -> Result<bool> {
-        let mut dir = self.checkpoint_dir();
-        if !dir.join("state.json").is_file() {
-            // A crash between the two renames leaves only the previous checkpoint.
-            dir = self.out_dir.join("checkpoint.old");
-            if !dir.join("state.json").is_file() {
-                // Killed before the first checkpoint: the run starts over, so must its metrics.
-                self.drop_metrics_after(0)?;
-                return Ok(false);
-            }
-        }
+        let Some(dir) = state_dir_or_old(&self.checkpoint_dir()) else {
+            // Killed before the first checkpoint: the run starts over, so must its metrics.
+            self.drop_metrics_after(0)?;
+            return Ok(false);
+        };
         let (state, tensors): (CheckpointState, _) = read_state_dir(&dir, self.model.device())?;
         if state.config != self.config {
             return Err(TrainError::Input(format!(
@@ -763,21 +761,30 @@ impl Trainer {
     }
 }
 
+/// `dir` with `suffix` appended to its name (`checkpoint.tmp`, `best.old`).
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+/// `dir` when it holds a saved state, else `dir.old` when a crash between the two renames of
+/// [`write_state_dir`] left only that one.
+fn state_dir_or_old(dir: &Path) -> Option<PathBuf> {
+    [dir.to_path_buf(), sibling(dir, ".old")]
+        .into_iter()
+        .find(|d| d.join("state.json").is_file())
+}
+
 /// Writes `state.safetensors` and `state.json` into `dir` atomically: a sibling `.tmp`
 /// directory is written and synced, then swapped in; a crash leaves the previous one intact (or
-/// `dir.old`, which a resume falls back to).
+/// `dir.old`, which [`state_dir_or_old`] falls back to).
 fn write_state_dir<S: Serialize>(
-    out_dir: &Path,
     dir: &Path,
     tensors: &HashMap<String, Tensor>,
     state: &S,
 ) -> Result<()> {
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("state")
-        .to_string();
-    let tmp = out_dir.join(format!("{name}.tmp"));
+    let tmp = sibling(dir, ".tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     candle_core::safetensors::save(tensors, tmp.join("state.safetensors"))?;
@@ -788,7 +795,7 @@ fn write_state_dir<S: Serialize>(
             .and_then(|f| f.sync_all())
             .map_err(|e| TrainError::io(&tmp, e))?;
     }
-    let old = out_dir.join(format!("{name}.old"));
+    let old = sibling(dir, ".old");
     let _ = std::fs::remove_dir_all(&old);
     if dir.exists() {
         std::fs::rename(dir, &old).map_err(|e| TrainError::io(dir, e))?;
