@@ -11,52 +11,15 @@ mod common;
 
 use common::http::*;
 use common::*;
-use skillpack_llama::{ChatMessage, LoraAdapter};
+use skillpack_llama::LoraAdapter;
 
 const SYSTEM: &str = "You are a medical assistant.";
 const PROMPT: &str = "Find the chemicals: Aspirin number 3 caused gastric ulcers in rats.";
-
-fn llama_server() -> std::path::PathBuf {
-    let out = std::process::Command::new(repo().join("scripts/llama-server.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn body(extra: &str, stream: bool, max_tokens: usize) -> String {
     format!(
         r#"{{"messages":[{{"role":"system","content":"{SYSTEM}"}},{{"role":"user","content":"{PROMPT}"}}],"max_tokens":{max_tokens},"temperature":0,"repeat_penalty":1.0,"logprobs":true,"top_logprobs":1,"stream":{stream}{extra}}}"#
     )
-}
-
-/// Log-probabilities of `answer` after `prompt` with `adapters` at their scales, from
-/// skillpack's own llama.cpp layer (teacher forcing).
-fn our_logprobs(
-    model: &skillpack_llama::Model,
-    adapters: &[(LoraAdapter<'_>, f32)],
-    prompt: &[i32],
-    answer: &[i32],
-) -> Vec<f64> {
-    let mut ctx = new_context(model);
-    let set: Vec<(&LoraAdapter<'_>, f32)> = adapters.iter().map(|(a, w)| (a, *w)).collect();
-    ctx.set_adapters(&set).unwrap();
-    let all: Vec<i32> = prompt.iter().chain(answer).copied().collect();
-    ctx.eval(&all, 0, true).unwrap();
-    answer
-        .iter()
-        .enumerate()
-        .map(|(i, &tok)| {
-            let logits = ctx.logits((prompt.len() + i - 1) as i32).unwrap();
-            let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-            logits[tok as usize] as f64 - max - sum.ln()
-        })
-        .collect()
 }
 
 #[test]
@@ -77,25 +40,7 @@ fn proxy_routes_for_llama_server() {
         ("--lora-scaled", "--cache-ram", "--no-repack")
     );
     let port = free_port();
-    let mut args: Vec<String> = [
-        "-m",
-        default_model().to_str().unwrap(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "-t",
-        "2",
-        "-c",
-        "4096",
-        "--parallel",
-        "2",
-        "-fa",
-        "off",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = llama_server_args(port, &["-c", "4096", "--parallel", "2"]);
     args.extend(flags);
     let upstream = Server::external(binary.as_os_str(), &args, port);
     let proxy = Server::skillpack(&[
@@ -110,22 +55,7 @@ fn proxy_routes_for_llama_server() {
     let chat = format!("{}/v1/chat/completions", proxy.url);
 
     let model = load_model(&default_model());
-    let text = model
-        .apply_chat_template(
-            &[
-                ChatMessage {
-                    role: "system".into(),
-                    content: SYSTEM.into(),
-                },
-                ChatMessage {
-                    role: "user".into(),
-                    content: PROMPT.into(),
-                },
-            ],
-            true,
-        )
-        .unwrap();
-    let prompt = model.tokenize(&text, true, true).unwrap();
+    let prompt = chat_prompt(&model, SYSTEM, PROMPT);
     let mut worst = 0.0f64;
     for (extra, run_args) in [
         (
@@ -189,15 +119,7 @@ fn proxy_routes_for_llama_server() {
         };
         assert_eq!(header, expected_header);
         // llama-server's log-probabilities of its answer = ours under the same adapters.
-        let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
-        let answer: Vec<i32> = content
-            .iter()
-            .map(|c| c["id"].as_i64().unwrap() as i32)
-            .collect();
-        let theirs: Vec<f64> = content
-            .iter()
-            .map(|c| c["logprob"].as_f64().unwrap())
-            .collect();
+        let (answer, theirs) = answer_logprobs(&v);
         let adapters: Vec<(LoraAdapter<'_>, f32)> = got
             .iter()
             .map(|(id, w)| {
@@ -216,13 +138,7 @@ fn proxy_routes_for_llama_server() {
         } else {
             Vec::new()
         };
-        let mean_gap = |ours: &[f64]| {
-            ours.iter()
-                .zip(&theirs)
-                .map(|(a, b)| (a.exp() - b.exp()).abs())
-                .sum::<f64>()
-                / theirs.len() as f64
-        };
+        let mean_gap = |ours: &[f64]| mean_probability_gap(ours, &theirs);
         let right = mean_gap(&our_logprobs(&model, &adapters, &prompt, &answer));
         let wrong = mean_gap(&our_logprobs(&model, &other, &prompt, &answer));
         eprintln!("{extra}: mean |p(llama-server) - p(skillpack)| {right:.4} with the same weights, {wrong:.4} without");

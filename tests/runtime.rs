@@ -8,7 +8,10 @@ use std::path::Path;
 use common::*;
 use skillpack_convert::GgufInfo;
 use skillpack_llama::{Context, ContextParams, LoraAdapter, Model};
-use skillpack_pack::{synth_pack, Pack, SynthSpec, ALL_LINEAR};
+use skillpack_pack::{
+    export_lora, merge_into_model, synth_pack, weighted_delta, MergeType, Pack, SynthSpec,
+    ALL_LINEAR,
+};
 use skillpack_run::{Mode, SkillEngine};
 
 fn tiny_model_path() -> std::path::PathBuf {
@@ -87,6 +90,81 @@ fn fused_equals_multi_and_compressed_stays_close() {
         assert!(cos >= 0.999, "compressed delta cosine {cos}");
         assert!(q8_cos >= 0.999, "q8_0 fused delta cosine {q8_cos}");
     }
+}
+
+/// `pack export` and `merge` on the f32 tiny llama: the exported adapter at scale 1 and the
+/// merged model both give the multi-adapter logits; the merged file keeps every other tensor
+/// and all metadata byte for byte.
+#[test]
+fn exported_adapter_and_merged_model_equal_multi_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = tiny_pack(tmp.path(), 3);
+    let model = load_model(&tiny_model_path());
+    let adapters: Vec<LoraAdapter<'_>> = pack
+        .manifest
+        .skills
+        .iter()
+        .map(|s| LoraAdapter::load(&model, &pack.adapter_path(s)).unwrap())
+        .collect();
+    let weights = [(0usize, 0.6f32), (2, 0.25), (1, 0.1)];
+    let mut ctx = exact_context(&model);
+    let ids = &prompt_ids()[1];
+    let base = last_logits(&mut ctx, ids);
+    let set: Vec<(&LoraAdapter<'_>, f32)> =
+        weights.iter().map(|(i, w)| (&adapters[*i], *w)).collect();
+    ctx.set_adapters(&set).unwrap();
+    let multi = last_logits(&mut ctx, ids);
+    let delta_size = max_abs_diff(&multi, &base);
+    assert!(
+        delta_size > 0.05,
+        "the skills change the logits ({delta_size})"
+    );
+
+    let exported = tmp.path().join("skills.gguf");
+    let image = export_lora(&pack, &weights, skillpack_convert::OutType::F32).unwrap();
+    skillpack_convert::write_atomic(&exported, &image.bytes).unwrap();
+    let one = LoraAdapter::load(&model, &exported).unwrap();
+    ctx.set_adapters(&[(&one, 1.0)]).unwrap();
+    let via_export = last_logits(&mut ctx, ids);
+
+    let merged_path = tmp.path().join("merged.gguf");
+    let delta = weighted_delta(&pack, &weights).unwrap();
+    let report =
+        merge_into_model(&tiny_model_path(), &delta, MergeType::Same, &merged_path).unwrap();
+    let merged_model = load_model(&merged_path);
+    let merged = last_logits(&mut exact_context(&merged_model), ids);
+    let (e, m) = (
+        max_abs_diff(&via_export, &multi),
+        max_abs_diff(&merged, &multi),
+    );
+    println!("delta {delta_size:.3}; exported adapter vs multi max |diff| {e:.2e}; merged model vs multi {m:.2e}; {report:?}");
+    assert!(e <= 1e-3, "exported adapter: {e}");
+    assert!(m <= 1e-3, "merged model: {m}");
+
+    let (before, after) = (
+        GgufInfo::open(&tiny_model_path()).unwrap(),
+        GgufInfo::open(&merged_path).unwrap(),
+    );
+    assert_eq!(report.merged_tensors, delta.pairs.len());
+    assert_eq!(report.merged_types, ["f32"]);
+    assert_eq!(
+        format!("{:?}", before.metadata),
+        format!("{:?}", after.metadata)
+    );
+    let mut changed = 0;
+    for (name, t) in &before.tensors {
+        let u = &after.tensors[name];
+        assert_eq!((&t.dims, &t.dtype), (&u.dims, &u.dtype), "{name}");
+        if before.read_tensor_bytes(name).unwrap() != after.read_tensor_bytes(name).unwrap() {
+            changed += 1;
+            assert!(
+                delta.pairs.iter().any(|p| &p.name == name),
+                "{name} changed without a delta"
+            );
+        }
+    }
+    assert_eq!(changed, delta.pairs.len());
+    assert_eq!(before.tensors.len(), after.tensors.len());
 }
 
 #[test]

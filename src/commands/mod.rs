@@ -5,6 +5,7 @@ mod chat;
 mod convert;
 mod data;
 mod eval;
+mod export;
 mod inspect;
 mod load;
 mod pack;
@@ -50,6 +51,7 @@ pub enum Command {
     Eval(eval::Args),
     Verify(verify::Args),
     Router(router::Args),
+    Merge(export::MergeArgs),
     Serve(serve::ServeArgs),
     Proxy(serve::ProxyArgs),
 }
@@ -84,6 +86,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Router(args) => router::run(args),
+        Command::Merge(args) => export::merge(args),
         Command::Serve(args) => serve::serve(args),
         Command::Proxy(args) => serve::proxy(args),
     }

@@ -78,6 +78,28 @@ pub enum PackCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write one weighting of the pack's skills as a single standard GGUF LoRA adapter, for
+    /// front-ends that load one adapter (llama-server/llama-cli `--lora`, ollama `ADAPTER`,
+    /// LM Studio).
+    #[command(
+        after_help = "Examples:\n  skillpack pack export examples/packs/medical-smollm2 --skills qa=0.7,ner=0.3 -o skills.gguf\n  skillpack pack export examples/packs/medical-smollm2 --router default --prompt-file q.txt -o skills.gguf"
+    )]
+    Export {
+        dir: PathBuf,
+        #[command(flatten)]
+        weighting: super::export::WeightingArgs,
+        /// The adapter to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Storage type: f32, f16, bf16, q8_0 (lora_b with a rank under 32 stays f16).
+        #[arg(long, default_value = "f16")]
+        outtype: skillpack_convert::OutType,
+        /// The base model (default: the setup's model); checked against the pack.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate a pack of random adapters (for benchmarks).
     #[command(
         after_help = "Example:\n  skillpack pack synth /tmp/synth12 --skills 12 --rank 8 --targets all"
@@ -110,6 +132,14 @@ fn base_path(base: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
+        PackCommand::Export {
+            dir,
+            weighting,
+            output,
+            outtype,
+            model,
+            json,
+        } => super::export::export(&dir, &weighting, &output, outtype, model, json)?,
         PackCommand::New {
             dir,
             name,

@@ -162,3 +162,40 @@ pub fn stream_text(events: &[serde_json::Value]) -> String {
         })
         .collect()
 }
+
+/// llama-server's arguments for the default model on 127.0.0.1:`port` with 2 threads and flash
+/// attention off (as skillpack's own contexts), then `extra`.
+pub fn llama_server_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let model = super::default_model();
+    let port = port.to_string();
+    let mut args = vec![
+        "-m",
+        model.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "-t",
+        "2",
+        "-fa",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// The generated token ids and their log-probabilities from a chat completion with `logprobs`.
+pub fn answer_logprobs(response: &serde_json::Value) -> (Vec<i32>, Vec<f64>) {
+    let content = response["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    content
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_i64().unwrap() as i32,
+                c["logprob"].as_f64().unwrap(),
+            )
+        })
+        .unzip()
+}

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
+use skillpack_llama::{Backend, Context, ContextParams, LoraAdapter, Model, ModelParams};
 
 pub mod http;
 
@@ -280,4 +280,64 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     files.sort();
     files
+}
+
+/// The llama-server binary built by `scripts/llama-server.sh` (built on first use, then cached).
+pub fn llama_server() -> std::path::PathBuf {
+    let out = std::process::Command::new(repo().join("scripts/llama-server.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Log-probabilities of `answer` after `prompt` with `adapters` at their scales, from
+/// skillpack's own llama.cpp layer (teacher forcing).
+pub fn our_logprobs(
+    model: &skillpack_llama::Model,
+    adapters: &[(LoraAdapter<'_>, f32)],
+    prompt: &[i32],
+    answer: &[i32],
+) -> Vec<f64> {
+    let mut ctx = new_context(model);
+    let set: Vec<(&LoraAdapter<'_>, f32)> = adapters.iter().map(|(a, w)| (a, *w)).collect();
+    ctx.set_adapters(&set).unwrap();
+    let all: Vec<i32> = prompt.iter().chain(answer).copied().collect();
+    ctx.eval(&all, 0, true).unwrap();
+    answer
+        .iter()
+        .enumerate()
+        .map(|(i, &tok)| {
+            let logits = ctx.logits((prompt.len() + i - 1) as i32).unwrap();
+            let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+            logits[tok as usize] as f64 - max - sum.ln()
+        })
+        .collect()
+}
+
+/// `system` + `user` rendered with the model's chat template (generation prompt added), tokenized.
+pub fn chat_prompt(model: &Model, system: &str, user: &str) -> Vec<i32> {
+    let message = |role: &str, content: &str| skillpack_llama::ChatMessage {
+        role: role.into(),
+        content: content.into(),
+    };
+    let text = model
+        .apply_chat_template(&[message("system", system), message("user", user)], true)
+        .unwrap();
+    model.tokenize(&text, true, true).unwrap()
+}
+
+/// Mean over tokens of |p_a − p_b|, from two lists of log-probabilities of the same tokens.
+pub fn mean_probability_gap(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x.exp() - y.exp()).abs())
+        .sum::<f64>()
+        / b.len() as f64
 }

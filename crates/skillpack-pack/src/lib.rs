@@ -4,14 +4,19 @@
 //! fingerprint of its tensor table), the skills (id, title, description, adapter file, targets,
 //! rank), optional routers, and routing defaults. [`Pack::check`] validates every adapter
 //! against a base model before llama.cpp sees it, naming the first tensor that does not fit.
-//! [`fuse`] combines weighted skills into one adapter.
+//! [`fuse`] combines weighted skills into one adapter; [`export_lora`] writes such a weighting as
+//! one standard GGUF LoRA and [`merge_into_model`] folds it into a copy of the base model.
 
+mod export;
 mod fuse;
 mod manifest;
 mod synth;
 
 use std::path::{Path, PathBuf};
 
+pub use export::{
+    export_lora, merge_into_model, weighted_delta, weighting_label, MergeReport, MergeType,
+};
 pub use fuse::{fuse, FuseOptions, Fused, SkillFactors};
 pub use manifest::{BaseSpec, Defaults, Manifest, PackMeta, RouterSpec, SkillSpec};
 use skillpack_convert::{ConvertError, GgufInfo};
