@@ -7,7 +7,7 @@ use candle_core::quantized::GgmlDType;
 
 use crate::lora_gguf::{write_lora_gguf, LoraPair};
 use crate::peft::{Matrix, PeftAdapter};
-use crate::{architecture_permutes_qk, gguf_module_name, ConvertError, GgufInfo, Result};
+use crate::{gguf_module_name, ConvertError, GgufInfo, Result};
 
 /// Storage type of the written adapter tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -144,10 +144,12 @@ pub fn convert(
         .architecture()
         .ok_or_else(|| base_err("no general.architecture".into()))?
         .to_string();
-    let permutes = architecture_permutes_qk(&arch).ok_or_else(|| ConvertError::Unsupported {
-        path: base.path.clone(),
-        what: format!("architecture `{arch}` (supported: llama, qwen2, qwen3)"),
-    })?;
+    let permutes = crate::architecture(&arch)
+        .map_err(|what| ConvertError::Unsupported {
+            path: base.path.clone(),
+            what,
+        })?
+        .permute_qk;
     let n_head = base.arch_u64("attention.head_count").unwrap_or(0) as usize;
     let n_head_kv = base
         .arch_u64("attention.head_count_kv")

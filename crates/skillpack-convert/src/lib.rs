@@ -10,7 +10,9 @@
 //!   `lora_alpha / (init_r + 1e-5)`), permutes q/k rows as llama.cpp's HF converter does, checks
 //!   every shape against the base model and returns a GGUF image.
 //! * [`inspect`] describes a model, a GGUF adapter or a PEFT directory.
+//! * [`ARCHITECTURES`] is the one table of supported model families every stage reads.
 
+mod arch;
 mod convert;
 mod error;
 mod gguf;
@@ -19,6 +21,10 @@ mod lora_gguf;
 mod peft;
 mod rng;
 
+pub use arch::{
+    architecture, architecture_of_hf, gguf_module_name, supported_architectures, Activation,
+    Architecture, AttentionPattern, ARCHITECTURES,
+};
 pub use candle_core::quantized::gguf_file::Value as GgufValue;
 pub use convert::{convert, ConvertOptions, ConvertReport, ConvertedAdapter, OutType};
 pub use error::ConvertError;
@@ -30,30 +36,6 @@ pub use rng::SeededNormal;
 
 /// Result alias for this crate.
 pub type Result<T, E = ConvertError> = std::result::Result<T, E>;
-
-/// Maps a Hugging Face projection name to llama.cpp's tensor name stem.
-pub fn gguf_module_name(hf_projection: &str) -> Option<&'static str> {
-    Some(match hf_projection {
-        "q_proj" => "attn_q",
-        "k_proj" => "attn_k",
-        "v_proj" => "attn_v",
-        "o_proj" => "attn_output",
-        "gate_proj" => "ffn_gate",
-        "up_proj" => "ffn_up",
-        "down_proj" => "ffn_down",
-        _ => return None,
-    })
-}
-
-/// Architectures the converter supports, and whether llama.cpp's HF converter permutes the
-/// q/k projection rows for them (the llama family stores q/k for its interleaved RoPE).
-pub fn architecture_permutes_qk(architecture: &str) -> Option<bool> {
-    match architecture {
-        "llama" => Some(true),
-        "qwen2" | "qwen3" => Some(false),
-        _ => None,
-    }
-}
 
 /// A candle error's message without the backtrace candle attaches when `RUST_BACKTRACE` is
 /// set: users see what was wrong with their file, not candle's stack.

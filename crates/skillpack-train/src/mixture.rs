@@ -61,7 +61,7 @@ impl Mixture {
                 .map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
             for l in 0..c.num_hidden_layers {
                 for p in PROJECTIONS {
-                    let stem = skillpack_convert::gguf_module_name(p).expect("llama projection");
+                    let stem = skillpack_convert::gguf_module_name(p).expect("a projection of the table");
                     let name = format!("blk.{l}.{stem}.weight");
                     if !content.tensor_infos.contains_key(&format!("{name}.lora_a")) {
                         continue;
@@ -90,9 +90,9 @@ impl Mixture {
                             b.dims()
                         )));
                     }
-                    if p == "q_proj" {
+                    if c.arch.permute_qk && p == "q_proj" {
                         b = unpermute_rows(&b, c.num_attention_heads)?;
-                    } else if p == "k_proj" {
+                    } else if c.arch.permute_qk && p == "k_proj" {
                         b = unpermute_rows(&b, c.num_key_value_heads)?;
                     }
                     let scale = if alpha != 0.0 {

@@ -1,4 +1,7 @@
-//! A llama-family decoder in candle whose linear layers can carry LoRA / AdaLoRA updates.
+//! The decoder of every supported family (llama, Qwen2, Qwen3, Gemma 3: see
+//! [`skillpack_convert::ARCHITECTURES`]) in candle, whose linear layers can carry LoRA / AdaLoRA
+//! updates. It computes what llama.cpp computes for the same GGUF: biases, per-head q/k norms,
+//! sandwich norms, sliding-window layers with their own rope base, GELU-tanh, scaled embeddings.
 //!
 //! Only differentiable building blocks are used (candle 0.11's fused `rms_norm`, `softmax_last_dim`,
 //! `rope` and `sdpa` have no backward): `rms_norm_slow`, `ops::softmax`, `rope_slow`. Frozen weights
@@ -7,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
+use skillpack_convert::Activation;
 
 use crate::ops::{causal_softmax, frozen_linear, rms_norm, rope, swiglu};
 use crate::{LoraModule, ModelWeights, Result};
@@ -61,6 +65,19 @@ impl Llama {
     }
 
     fn linear(&self, layer: usize, projection: &'static str, x: &Tensor) -> Result<Tensor> {
+        let y = self.linear_without_bias(layer, projection, x)?;
+        match self.weights.layers[layer].biases.get(projection) {
+            Some(b) => Ok(y.broadcast_add(b)?),
+            None => Ok(y),
+        }
+    }
+
+    fn linear_without_bias(
+        &self,
+        layer: usize,
+        projection: &'static str,
+        x: &Tensor,
+    ) -> Result<Tensor> {
         let w = &self.weights.layers[layer].linears[projection];
         let y = match self.adapters.get(&(layer, projection)) {
             Some(adapter) => adapter.apply(x, w)?,
@@ -81,6 +98,7 @@ impl Llama {
     /// Hidden states after the final norm, `[b, t, hidden]`, for token ids `[b, t]`.
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let c = &self.weights.config;
+        let arch = c.arch;
         let (b, t) = ids.dims2()?;
         let (h, nh, nkv, hd) = (
             c.hidden_size,
@@ -88,38 +106,72 @@ impl Llama {
             c.num_key_value_heads,
             c.head_dim,
         );
-        let (cos, sin) = rope_tables(hd, c.rope_theta, t, &self.device)?;
         let dtype = self.weights.embed.dtype();
-        let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        let tables = |theta: f64| -> Result<(Tensor, Tensor)> {
+            let (cos, sin) = rope_tables(hd, theta, t, &self.device)?;
+            Ok((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?))
+        };
+        let global_rope = tables(c.rope_theta)?;
+        let local_rope = match c.sliding_window {
+            Some(_) => Some(tables(c.rope_theta_local)?),
+            None => None,
+        };
         let eps = c.rms_norm_eps;
         let mut x = self.weights.embed.index_select(&ids.flatten_all()?, 0)?; // [b·t, h]
+        if arch.scale_embeddings {
+            x = (x * (h as f64).sqrt())?;
+        }
         for (l, lw) in self.weights.layers.iter().enumerate() {
+            let sliding = arch.is_sliding(l) && c.sliding_window.is_some();
+            let (cos, sin) = match (&local_rope, sliding) {
+                (Some(local), true) => local,
+                _ => &global_rope,
+            };
             let normed = rms_norm(&x, &lw.input_norm, eps)?;
-            let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            // [b·t, n·hd] → per-head norm (Qwen3, Gemma 3) → [b, n, t, hd].
+            let heads = |y: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+                let y = match norm {
+                    Some(w) => rms_norm(&y.reshape((b * t * n, hd))?, w, eps)?,
+                    None => y,
+                };
                 Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
             };
-            let q = heads(self.linear(l, "q_proj", &normed)?, nh)?;
-            let k = heads(self.linear(l, "k_proj", &normed)?, nkv)?;
-            let v = heads(self.linear(l, "v_proj", &normed)?, nkv)?;
-            let q = rope(&q, &cos, &sin)?;
-            let k = rope(&k, &cos, &sin)?;
+            let q = heads(self.linear(l, "q_proj", &normed)?, nh, &lw.q_norm)?;
+            let k = heads(self.linear(l, "k_proj", &normed)?, nkv, &lw.k_norm)?;
+            let v = heads(self.linear(l, "v_proj", &normed)?, nkv, &None)?;
+            let q = rope(&q, cos, sin)?;
+            let k = rope(&k, cos, sin)?;
             // Grouped-query attention without copying k/v per query head: the `rep` query heads
             // sharing a kv head are stacked along the sequence axis ([b, nkv, rep·t, hd]); row
             // `i` of a group is query position `i mod t`, which the causal softmax relies on.
             let rep = nh / nkv;
             let q = q.reshape((b, nkv, rep * t, hd))?;
-            let probs = causal_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt())?;
+            let window = if sliding { c.sliding_window } else { None };
+            let probs = causal_softmax(&q.matmul(&k.t()?)?, c.attention_scale, window)?;
             let attn = probs
                 .matmul(&v)?
                 .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b * t, nh * hd))?;
-            x = (x + self.linear(l, "o_proj", &attn)?)?;
-            let normed = rms_norm(&x, &lw.post_attention_norm, eps)?;
+            let mut attn = self.linear(l, "o_proj", &attn)?;
+            if let Some(w) = &lw.post_attention_norm {
+                attn = rms_norm(&attn, w, eps)?;
+            }
+            x = (x + attn)?;
+            let normed = rms_norm(&x, &lw.pre_mlp_norm, eps)?;
             let gate = self.linear(l, "gate_proj", &normed)?;
             let up = self.linear(l, "up_proj", &normed)?;
-            x = (x + self.linear(l, "down_proj", &swiglu(&gate, &up)?)?)?;
+            let inner = match arch.activation {
+                Activation::Silu => swiglu(&gate, &up)?,
+                // candle's `gelu` is the tanh approximation (`gelu_pytorch_tanh`).
+                Activation::GeluTanh => (gate.gelu()? * up)?,
+            };
+            let mut mlp = self.linear(l, "down_proj", &inner)?;
+            if let Some(w) = &lw.post_mlp_norm {
+                mlp = rms_norm(&mlp, w, eps)?;
+            }
+            x = (x + mlp)?;
         }
         let x = rms_norm(&x, &self.weights.norm, eps)?;
         Ok(x.reshape((b, t, h))?)

@@ -81,9 +81,11 @@ fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
 
 /// Scaled, causally masked softmax over the last dimension of attention scores
 /// `[.., t, t]`: `softmax(scale · s + causal_mask)`, with its backward. One pass and one output
-/// buffer instead of the scale / mask / max / sub / exp / sum / div chain.
+/// buffer instead of the scale / mask / max / sub / exp / sum / div chain. With a window, query
+/// `i` sees keys `i + 1 − window ..= i` only (sliding-window layers).
 struct CausalSoftmax {
     scale: f32,
+    window: usize,
 }
 
 impl candle_core::CustomOp1 for CausalSoftmax {
@@ -99,16 +101,17 @@ impl candle_core::CustomOp1 for CausalSoftmax {
             .zip(x.par_chunks(t))
             .enumerate()
             .for_each(|(row, (o, xr))| {
-                let i = row % t; // query position: keys 0..=i are visible
-                let visible = &xr[..=i];
+                let i = row % t; // query position: keys first..=i are visible
+                let first = (i + 1).saturating_sub(self.window);
+                let visible = &xr[first..=i];
                 let max = visible.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) * self.scale;
                 let mut sum = 0f32;
-                for (oj, xj) in o[..=i].iter_mut().zip(visible) {
+                for (oj, xj) in o[first..=i].iter_mut().zip(visible) {
                     *oj = (xj * self.scale - max).exp();
                     sum += *oj;
                 }
                 let inv = 1.0 / sum;
-                o[..=i].iter_mut().for_each(|v| *v *= inv);
+                o[first..=i].iter_mut().for_each(|v| *v *= inv);
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -122,17 +125,29 @@ impl candle_core::CustomOp1 for CausalSoftmax {
     }
 }
 
-/// `softmax(scale · scores + causal mask)` over the last dimension, differentiable.
-pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
+/// `softmax(scale · scores + causal mask)` over the last dimension, differentiable; with
+/// `window`, each query sees only the `window` most recent keys, itself included.
+pub fn causal_softmax(scores: &Tensor, scale: f64, window: Option<usize>) -> Result<Tensor> {
+    let window = window.unwrap_or(usize::MAX);
     if matches!(scores.device(), Device::Cpu) && scores.dtype() == DType::F32 {
         return scores.contiguous()?.apply_op1(CausalSoftmax {
             scale: scale as f32,
+            window,
         });
     }
     // Rows may stack several query heads ([.., rep·t, t]): row r is query position r mod t.
     let (rows, t) = (scores.dim(D::Minus2)?, scores.dim(D::Minus1)?);
     let mask: Vec<f32> = (0..rows)
-        .flat_map(|r| (0..t).map(move |j| if j > r % t { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|r| {
+            let i = r % t;
+            (0..t).map(move |j| {
+                if j > i || i - j >= window {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     let mask = Tensor::from_vec(mask, (rows, t), scores.device())?.to_dtype(scores.dtype())?;
     candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&mask)?, D::Minus1)
@@ -520,36 +535,47 @@ mod tests {
     /// Each fused op against candle's differentiable composite: outputs and input gradients.
     #[test]
     fn fused_ops_match_candle_composites_forward_and_backward() {
-        // Causal softmax on [2, 3, 5, 5] scores.
-        let x = Var::from_tensor(&randn(&[2, 3, 5, 5], 1)).unwrap();
-        let w = randn(&[2, 3, 5, 5], 2);
-        let mask: Vec<f32> = (0..5)
-            .flat_map(|i| (0..5).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (5, 5), &Device::Cpu).unwrap();
-        let reference = candle_nn::ops::softmax(
-            &(x.as_tensor() * 0.125)
-                .unwrap()
-                .broadcast_add(&mask)
-                .unwrap(),
-            D::Minus1,
-        )
-        .unwrap();
-        let ours = causal_softmax(x.as_tensor(), 0.125).unwrap();
-        assert!(max_diff(&ours, &reference) < 1e-6);
-        let g_ref = (reference * &w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
+        // Causal softmax on [2, 3, 5, 5] scores, without and with a 2-token window.
+        for window in [None, Some(2)] {
+            let x = Var::from_tensor(&randn(&[2, 3, 5, 5], 1)).unwrap();
+            let w = randn(&[2, 3, 5, 5], 2);
+            let mask: Vec<f32> = (0..5usize)
+                .flat_map(|i| {
+                    (0..5usize).map(move |j| {
+                        if j > i || window.is_some_and(|n| i - j >= n) {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (5, 5), &Device::Cpu).unwrap();
+            let reference = candle_nn::ops::softmax(
+                &(x.as_tensor() * 0.125)
+                    .unwrap()
+                    .broadcast_add(&mask)
+                    .unwrap(),
+                D::Minus1,
+            )
             .unwrap();
-        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(
-            max_diff(
-                g_ours.get(x.as_tensor()).unwrap(),
-                g_ref.get(x.as_tensor()).unwrap()
-            ) < 1e-5
-        );
+            let ours = causal_softmax(x.as_tensor(), 0.125, window).unwrap();
+            assert!(max_diff(&ours, &reference) < 1e-6, "{window:?}");
+            let g_ref = (reference * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(
+                max_diff(
+                    g_ours.get(x.as_tensor()).unwrap(),
+                    g_ref.get(x.as_tensor()).unwrap()
+                ) < 1e-5,
+                "{window:?}"
+            );
+        }
 
         // RMSNorm on [4, 8].
         let x = Var::from_tensor(&randn(&[4, 8], 3)).unwrap();
