@@ -34,6 +34,12 @@ pub struct Cli {
     /// More log output (-v: info, -vv: debug incl. llama.cpp, -vvv: trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// How conversations become prompts: `auto` (the model's chat template, or the plain format
+    /// for base models without one), `chat-template`, or `plain` (`### User` / `### Assistant`
+    /// turns, each answer closed by the end-of-sequence token). Training data, evaluation,
+    /// routing and run/chat/serve all use it; a pack records the format it was built with.
+    #[arg(long, global = true, default_value = "auto")]
+    pub template: skillpack_llama::PromptFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -74,6 +80,7 @@ pub fn init_logging(verbose: u8) {
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    skillpack_llama::set_prompt_format(cli.template);
     match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -110,6 +117,22 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
             "no --model given and the default model {DEFAULT_MODEL_FILE} is not in models/: run scripts/setup.sh, or pass --model"
         )
     })
+}
+
+/// The prompt format models get in this process for `base` (as [`skillpack_llama::Model::prompt_format`]
+/// decides it, without loading the model).
+pub fn prompt_format_for(
+    base: &skillpack_convert::GgufInfo,
+    chosen: skillpack_llama::PromptFormat,
+) -> &'static str {
+    use skillpack_llama::PromptFormat;
+    match chosen {
+        PromptFormat::Auto if base.metadata.contains_key("tokenizer.chat_template") => {
+            PromptFormat::ChatTemplate.as_str()
+        }
+        PromptFormat::Auto => PromptFormat::Plain.as_str(),
+        other => other.as_str(),
+    }
 }
 
 /// Prints `value` as pretty JSON on stdout.

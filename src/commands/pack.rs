@@ -147,7 +147,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             base,
         } => {
             let base = GgufInfo::open(&base_path(base)?)?;
-            let pack = Pack::create(&dir, &name, &description, &base)?;
+            let mut pack = Pack::create(&dir, &name, &description, &base)?;
+            let format =
+                super::prompt_format_for(&base, skillpack_llama::requested_prompt_format());
+            if pack.manifest.base.prompt_format != format {
+                pack.manifest.base.prompt_format = format.into();
+                pack.save()?;
+            }
             println!(
                 "created pack `{}` in {} for {}",
                 name,

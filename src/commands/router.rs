@@ -438,10 +438,15 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => super::default_model()?,
     };
-    let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
+    // The pack and the base's architecture are checked before llama.cpp loads anything.
     let mut pack = Pack::open(&args.pack)?;
     let base = skillpack_convert::GgufInfo::open(&model_path)?;
     pack.check(&base)?;
+    let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
+    pack.manifest
+        .base
+        .check_prompt_format(model.prompt_format().as_str())
+        .map_err(|m| anyhow::anyhow!("{}: {m}", args.pack.display()))?;
     let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
     if skills.is_empty() {
         bail!("{}: the pack has no skills", args.pack.display());

@@ -117,12 +117,15 @@ pub fn supported_architectures() -> String {
 
 /// The family with GGUF name `name`, or a message naming it and listing the supported ones.
 pub fn architecture(name: &str) -> std::result::Result<&'static Architecture, String> {
-    ARCHITECTURES.iter().find(|a| a.name == name).ok_or_else(|| {
-        format!(
-            "architecture `{name}` is not supported (supported: {})",
-            supported_architectures()
-        )
-    })
+    ARCHITECTURES
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| {
+            format!(
+                "architecture `{name}` is not supported (supported: {})",
+                supported_architectures()
+            )
+        })
 }
 
 /// The family of a Hugging Face `model_type`.
@@ -161,7 +164,7 @@ impl Architecture {
     pub fn is_sliding(&self, layer: usize) -> bool {
         match self.attention {
             AttentionPattern::Global => false,
-            AttentionPattern::SlidingExceptEvery { period } => (layer + 1) % period != 0,
+            AttentionPattern::SlidingExceptEvery { period } => !(layer + 1).is_multiple_of(period),
         }
     }
 }

@@ -36,7 +36,9 @@ use std::sync::OnceLock;
 pub use adapter::LoraAdapter;
 pub use context::{Batch, Context, ContextParams};
 pub use gguf_check::{check_adapter_header, AdapterHeader};
-pub use model::{ChatMessage, Model, ModelParams};
+pub use model::{
+    requested_prompt_format, set_prompt_format, ChatMessage, Model, ModelParams, PromptFormat,
+};
 pub use sampler::{Sampler, SamplerParams};
 
 /// A token id of the model's vocabulary.

@@ -282,15 +282,33 @@ impl Model {
         })
     }
 
-    /// Renders `messages` with the model's own chat template (llama.cpp's built-in template
-    /// matcher). `add_assistant` appends the assistant prefix for generation.
+    /// The prompt format this model's conversations are rendered in: the process-wide choice
+    /// ([`set_prompt_format`]), where `Auto` means the GGUF's chat template when it has one and
+    /// [`PromptFormat::Plain`] otherwise (base models).
+    pub fn prompt_format(&self) -> PromptFormat {
+        match requested_prompt_format() {
+            PromptFormat::Auto if self.chat_template().is_some() => PromptFormat::ChatTemplate,
+            PromptFormat::Auto => PromptFormat::Plain,
+            chosen => chosen,
+        }
+    }
+
+    /// Renders `messages` in this model's [`Model::prompt_format`]: its own chat template
+    /// (llama.cpp's built-in template matcher) or the plain format. `add_assistant` appends the
+    /// assistant prefix for generation.
     pub fn apply_chat_template(
         &self,
         messages: &[ChatMessage],
         add_assistant: bool,
     ) -> Result<String> {
+        if self.prompt_format() == PromptFormat::Plain {
+            return Ok(self.render_plain(messages, add_assistant));
+        }
         let template = self.chat_template().ok_or_else(|| {
-            LlamaError::ChatTemplate(format!("{} has no chat template", self.path.display()))
+            LlamaError::ChatTemplate(format!(
+                "{} has no chat template (use the plain prompt format: --template plain)",
+                self.path.display()
+            ))
         })?;
         let tmpl = CString::new(template)
             .map_err(|_| LlamaError::ChatTemplate("template has a NUL byte".into()))?;
@@ -339,5 +357,83 @@ impl Model {
             }
             buf.resize(n as usize, 0);
         }
+    }
+
+    /// The plain prompt format for models without a chat template (see [`PromptFormat::Plain`]).
+    fn render_plain(&self, messages: &[ChatMessage], add_assistant: bool) -> String {
+        let eos = self
+            .token_eos()
+            .map(|t| String::from_utf8_lossy(&self.token_to_bytes(t, true)).into_owned())
+            .unwrap_or_default();
+        let mut out = String::new();
+        for m in messages {
+            match m.role.as_str() {
+                "system" => out.push_str(&format!("{}\n\n", m.content)),
+                "assistant" => out.push_str(&format!("### Assistant\n{}{eos}\n\n", m.content)),
+                _ => out.push_str(&format!("### User\n{}\n\n", m.content)),
+            }
+        }
+        if add_assistant {
+            out.push_str("### Assistant\n");
+        }
+        out
+    }
+}
+
+/// How conversations become prompt text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PromptFormat {
+    /// The model's chat template when its GGUF has one, else [`PromptFormat::Plain`].
+    #[default]
+    Auto,
+    /// The GGUF's own chat template (`tokenizer.chat_template`).
+    ChatTemplate,
+    /// For base models: an optional system text and a blank line, then per turn
+    /// `### User\n{text}\n\n` or `### Assistant\n{text}{eos}\n\n`, and `### Assistant\n` to
+    /// prompt an answer. The end-of-sequence token closes each answer, so a skill trained on
+    /// this format learns to stop.
+    Plain,
+}
+
+impl PromptFormat {
+    /// `auto`, `chat-template` or `plain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptFormat::Auto => "auto",
+            PromptFormat::ChatTemplate => "chat-template",
+            PromptFormat::Plain => "plain",
+        }
+    }
+}
+
+impl std::str::FromStr for PromptFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "auto" => PromptFormat::Auto,
+            "chat-template" | "chat" | "model" => PromptFormat::ChatTemplate,
+            "plain" => PromptFormat::Plain,
+            _ => {
+                return Err(format!(
+                    "unknown prompt format `{s}` (auto, chat-template, plain)"
+                ))
+            }
+        })
+    }
+}
+
+static PROMPT_FORMAT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Chooses the prompt format of every model in this process (the CLI's `--template`).
+pub fn set_prompt_format(format: PromptFormat) {
+    PROMPT_FORMAT.store(format as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The process-wide choice of [`set_prompt_format`] (`Auto` unless set).
+pub fn requested_prompt_format() -> PromptFormat {
+    match PROMPT_FORMAT.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => PromptFormat::ChatTemplate,
+        2 => PromptFormat::Plain,
+        _ => PromptFormat::Auto,
     }
 }

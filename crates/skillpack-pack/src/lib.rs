@@ -211,6 +211,7 @@ impl Pack {
             pack: self.dir.clone(),
             reason,
         };
+        BaseSpec::of(base)?;
         // Tensors first, so a pack for another base is refused naming the first misfit.
         for skill in &self.manifest.skills {
             let info = GgufInfo::open(&self.adapter_path(skill))?;

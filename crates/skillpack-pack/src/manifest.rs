@@ -38,6 +38,14 @@ pub struct BaseSpec {
     /// File name of the model it was built with (a hint for users).
     #[serde(default)]
     pub model: String,
+    /// How prompts were rendered when the skills were trained: `chat-template` (the model's
+    /// own) or `plain` (skillpack's format for base models). A pack is only used in the same.
+    #[serde(default = "chat_template_format")]
+    pub prompt_format: String,
+}
+
+fn chat_template_format() -> String {
+    "chat-template".into()
 }
 
 /// Routing defaults.
@@ -188,6 +196,8 @@ impl BaseSpec {
                 base.path.display()
             )));
         }
+        skillpack_convert::architecture(arch)
+            .map_err(|m| PackError::Invalid(format!("{}: {m}", base.path.display())))?;
         Ok(BaseSpec {
             architecture: arch.into(),
             n_embd: base.arch_u64("embedding_length").unwrap_or(0),
@@ -198,7 +208,24 @@ impl BaseSpec {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            // What the `auto` prompt format picks for this model.
+            prompt_format: if base.metadata.contains_key("tokenizer.chat_template") {
+                chat_template_format()
+            } else {
+                "plain".into()
+            },
         })
+    }
+
+    /// Refuses to use the pack with prompts rendered in another format than it was built for.
+    pub fn check_prompt_format(&self, format: &str) -> std::result::Result<(), String> {
+        if self.prompt_format == format {
+            return Ok(());
+        }
+        Err(format!(
+            "the pack's skills were trained on `{}` prompts, this session renders `{format}` prompts (choose the same with --template {})",
+            self.prompt_format, self.prompt_format
+        ))
     }
 
     /// Checks every pair of `adapter` against the tensors of `base`, returning the first misfit.

@@ -134,6 +134,10 @@ impl<'m> SkillEngine<'m> {
     /// Loads every skill of `pack` (checked against `model` by llama.cpp's loader, after the
     /// pack's own checks) for multi-adapter use.
     pub fn new(model: &'m Model, pack: Pack) -> Result<Self> {
+        pack.manifest
+            .base
+            .check_prompt_format(model.prompt_format().as_str())
+            .map_err(|m| RunError::Invalid(format!("{}: {m}", pack.dir.display())))?;
         let mut adapters = Vec::with_capacity(pack.manifest.skills.len());
         let mut total_ranks = Vec::new();
         let mut module_counts = Vec::new();

@@ -73,8 +73,9 @@ impl LlamaConfig {
         let c: HfConfig = serde_json::from_str(&text)
             .map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
         let invalid = |what: String| TrainError::Input(format!("{}: {what}", path.display()));
-        let arch = skillpack_convert::architecture_of_hf(c.model_type.as_deref().unwrap_or("llama"))
-            .map_err(invalid)?;
+        let arch =
+            skillpack_convert::architecture_of_hf(c.model_type.as_deref().unwrap_or("llama"))
+                .map_err(invalid)?;
         // (global, local) rope entries: one object for all layers, or one per layer type.
         let (global, local) = match &c.rope_parameters {
             Some(p) if p.get("full_attention").is_some() => (

@@ -1,5 +1,6 @@
 //! Stage 1 of SA-MDKIF: training skills as LoRA / AdaLoRA adapters in candle, on CPU or CUDA,
-//! from a GGUF or Hugging Face llama-family base.
+//! from a GGUF or Hugging Face base of any family in the architecture table (llama, Qwen2, Qwen3,
+//! Gemma 3).
 
 mod adalora;
 mod adapter;

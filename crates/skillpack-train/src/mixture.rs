@@ -61,7 +61,8 @@ impl Mixture {
                 .map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
             for l in 0..c.num_hidden_layers {
                 for p in PROJECTIONS {
-                    let stem = skillpack_convert::gguf_module_name(p).expect("a projection of the table");
+                    let stem =
+                        skillpack_convert::gguf_module_name(p).expect("a projection of the table");
                     let name = format!("blk.{l}.{stem}.weight");
                     if !content.tensor_infos.contains_key(&format!("{name}.lora_a")) {
                         continue;

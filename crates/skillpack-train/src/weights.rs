@@ -154,11 +154,7 @@ impl ModelWeights {
         // Gemma's HF norms multiply by (1 + w).
         let norm = |name: &str| -> Result<Tensor> {
             let w = get(name)?;
-            Ok(if arch.hf_norm_adds_one {
-                (w + 1.0)?
-            } else {
-                w
-            })
+            Ok(if arch.hf_norm_adds_one { (w + 1.0)? } else { w })
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
@@ -177,7 +173,9 @@ impl ModelWeights {
                 }
             }
             let optional = |present: bool, name: &str| -> Result<Option<Tensor>> {
-                present.then(|| norm(&format!("{prefix}.{name}"))).transpose()
+                present
+                    .then(|| norm(&format!("{prefix}.{name}")))
+                    .transpose()
             };
             let (pre_mlp, post_attention) = if arch.sandwich_norms {
                 ("pre_feedforward_layernorm", "post_attention_layernorm")

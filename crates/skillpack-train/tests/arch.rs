@@ -20,8 +20,7 @@ fn base_logits_match_pytorch_from_hf_and_gguf() {
     for family in FAMILIES {
         let dir = family_dir(family);
         for source in [dir.join("hf"), dir.join(format!("tiny-{family}-f32.gguf"))] {
-            let model =
-                Llama::new(ModelWeights::load(&source, &Device::Cpu, DType::F32).unwrap());
+            let model = Llama::new(ModelWeights::load(&source, &Device::Cpu, DType::F32).unwrap());
             assert_eq!(model.weights.config.arch.name, family);
             for (i, ids) in prompt_ids().iter().enumerate() {
                 let (last, argmax) = run(&model, ids);
