@@ -8,7 +8,9 @@
 #   STAGES="data skills" scripts/build-medical-pack.sh
 #
 # Environment: RAW (raw data, default ../shared/data/raw), WORK (intermediate outputs, default
-# runs/medical — not committed), PACK (default examples/packs/medical-smollm2), THREADS, SEED,
+# runs/medical — not committed), PACK (default examples/packs/medical-smollm2), MODEL (the base
+# GGUF, default the setup's SmolLM2; e.g. MODEL=$(scripts/gemma-model.sh) PACK=examples/packs/
+# medical-gemma3-270m WORK=runs/medical-gemma3 for the Gemma pack), THREADS, SEED,
 # BIN (a skillpack binary to use instead of building one, e.g. a copy, so rebuilding the
 # workspace meanwhile does not swap the binary under a long run).
 # Skills train to convergence: the step budget is EPOCHS passes over the skill's records within
@@ -38,6 +40,11 @@ UNSEEN="healthver covidqa meqsum"
 # (`skillpack bench`, README); rank 12 -> 8 (AdaLoRA's budget) keeps each skill ~0.3 MB.
 TARGETS=${TARGETS:-q_proj,v_proj}
 
+# Every command takes its model from SKILLPACK_MODEL when none is given.
+if [[ -n "${MODEL:-}" ]]; then
+  export SKILLPACK_MODEL=$MODEL
+fi
+PACK_NAME=${PACK_NAME:-$(basename "$PACK")}
 if [[ -z "${BIN:-}" ]]; then
   scripts/setup.sh >&2
   BIN=target/release/skillpack
@@ -73,8 +80,8 @@ fi
 if stage pack; then
   echo "== pack" >&2
   if [[ ! -f "$PACK/pack.toml" ]]; then
-    "$BIN" pack new "$PACK" --name medical-smollm2 \
-      --description "SA-MDKIF medical skills for SmolLM2-135M-Instruct (Q4_1)" >&2
+    "$BIN" pack new "$PACK" --name "$PACK_NAME" \
+      --description "SA-MDKIF medical skills for ${MODEL_TITLE:-SmolLM2-135M-Instruct (Q4_1)}" >&2
   fi
   for s in $SKILLS; do
     title=$(python3 -c "import json;print(json.load(open('$WORK/data/$s/card.json'))['title'])")
