@@ -140,17 +140,54 @@ fn routers_train_route_and_evaluate() {
     assert_eq!(losses.len(), 2);
     assert!(losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
     // Warm-started from the default router and selected on held-out items by macro-F1: the
-    // warm start and a head per step are the candidates.
+    // warm start, the base model (no skill) and a head per step are the candidates.
     assert_eq!(v["training"]["warm_start"], "general");
     let validation = &v["training"]["validation"];
     assert_eq!(validation["metric"], "macro_f1");
     assert_eq!(validation["items"], 3);
-    assert_eq!(validation["candidates"].as_array().unwrap().len(), 3, "{v}");
+    let labels: Vec<&str> = validation["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["candidate"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "warm start `general`",
+            "no skill (base model)",
+            "step 1",
+            "step 2"
+        ],
+        "{v}"
+    );
 
     // A run that cannot improve on its warm start (learning rate 0: every candidate is the
-    // general head) falls back to it: the general router's head under the task's name, with
-    // a note saying so.
+    // general head) keeps the better of the warm start and the base model. On these medmcqa
+    // items the base model wins: the task router gives no skill (gain 0), with a note.
     let (ok, out, err) = end_to_end("medmcqa", &["--name", "task-medmcqa", "--lr", "0"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["training"]["validation"]["chosen"], "no skill (base model)",
+        "{v}"
+    );
+    assert!(
+        v["training"]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("this router gives no skill")),
+        "{v}"
+    );
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(pack.join(format!("routers/{name}.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(read("task-medmcqa")["gain"], 0.0);
+    // On bc5cdr the base model scores no better than the warm start (ties go to the warm
+    // start): the task router is the general router's head under the task's name.
+    let (ok, out, err) = end_to_end("bc5cdr", &["--name", "task-bc5cdr", "--lr", "0"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(
@@ -163,17 +200,11 @@ fn routers_train_route_and_evaluate() {
         v["training"]["validation"]["chosen"],
         "warm start `general`"
     );
-    let read = |name: &str| -> serde_json::Value {
-        serde_json::from_str(
-            &std::fs::read_to_string(pack.join(format!("routers/{name}.json"))).unwrap(),
-        )
-        .unwrap()
-    };
-    let (task, general) = (read("task-medmcqa"), read("general"));
+    let (task, general) = (read("task-bc5cdr"), read("general"));
     assert_eq!(task["temperature"], general["temperature"]);
     assert_eq!(task["gain"], general["gain"]);
     assert_eq!(
-        std::fs::read(pack.join("routers/task-medmcqa.safetensors")).unwrap(),
+        std::fs::read(pack.join("routers/task-bc5cdr.safetensors")).unwrap(),
         std::fs::read(pack.join("routers/general.safetensors")).unwrap(),
         "the fallback is the general head, bit for bit"
     );
@@ -194,7 +225,8 @@ fn routers_train_route_and_evaluate() {
             "general",
             "prototype",
             "end-to-end-pubmedqa-embedding",
-            "task-medmcqa"
+            "task-medmcqa",
+            "task-bc5cdr"
         ]
     );
 
@@ -245,6 +277,12 @@ fn routers_train_route_and_evaluate() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["summaries"][0]["config"], "router:prototype");
+    assert_eq!(v["summaries"][0]["no_skill_share"], 0.0);
+    // The no-skill task router runs every item on the base model, and the summary says so.
+    let (ok, out, err) = eval("router:task-medmcqa", "eval-none");
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["summaries"][0]["no_skill_share"], 1.0, "{v}");
     let prototype_weights = |out: &str| -> Vec<serde_json::Value> {
         let predictions = std::fs::read_to_string(
             tmp.path()

@@ -410,6 +410,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         table.push_str("\nMost frequent predicted label and its share of the items:\n\n");
         table.push_str(&balance);
     }
+    let no_skill = report::no_skill_table(&summaries);
+    if !no_skill.is_empty() {
+        table.push_str("\nShare of the items a routed configuration ran without any skill (its \"no skill\" output):\n\n");
+        table.push_str(&no_skill);
+    }
     if args.all || configs.len() > 1 {
         write_atomic(&args.out.join("table.md"), table.as_bytes())?;
         write_atomic(

@@ -795,6 +795,12 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                 let mut candidates: Vec<(String, Router)> = Vec::new();
                 if let Some(w) = &warm {
                     candidates.push((format!("warm start `{}`", w.config.name), w.clone()));
+                    // The base model as a candidate: a task on which every skill hurts gets no
+                    // skill (gain 0), so a task router never loses to the base model on its
+                    // validation items either.
+                    let mut none = w.clone();
+                    none.config.gain = 0.0;
+                    candidates.push(("no skill (base model)".into(), none));
                 }
                 for snap in &head.snapshots {
                     candidates.push((
@@ -842,7 +848,12 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                     "items": validation.len(), "metric": metric, "candidates": table,
                     "chosen": candidates[best].0,
                 });
-                if fell_back {
+                if warm.is_some() && best == 1 {
+                    training["note"] = format!(
+                        "the base model beat the warm start and every trained head on the held-out items ({metric}): this router gives no skill"
+                    )
+                    .into();
+                } else if fell_back {
                     training["note"] = format!(
                         "no trained head beat the warm start `{}` on the held-out items ({metric}): this router is that router's head",
                         candidates[0].0

@@ -577,6 +577,10 @@ pub struct TaskSummary {
     /// How the prompts were worded.
     #[serde(default)]
     pub prompt_variant: skillpack_data::tasks::PromptVariant,
+    /// Routed configurations: the share of items that got no skill at all (the router's "no
+    /// skill" output or a zero gain), i.e. ran on the base model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_skill_share: Option<f64>,
 }
 
 /// What a run evaluates: the task, the configuration's label, the split and the scoring.
@@ -628,6 +632,10 @@ pub fn evaluate<'m>(
         balance: label_balance(task, &predictions),
         calibration,
         prompt_variant,
+        no_skill_share: config.starts_with("router:").then(|| {
+            predictions.iter().filter(|p| p.weights.is_empty()).count() as f64
+                / predictions.len().max(1) as f64
+        }),
     };
     Ok((predictions, summary))
 }

@@ -166,6 +166,44 @@ pub fn balance_table(summaries: &[TaskSummary]) -> String {
     md
 }
 
+/// Per task and routed configuration: the share of items that got no skill (the base model).
+/// Empty when no configuration is routed.
+pub fn no_skill_table(summaries: &[TaskSummary]) -> String {
+    let configs: Vec<String> = configs(summaries)
+        .into_iter()
+        .filter(|c| {
+            summaries
+                .iter()
+                .any(|s| &s.config == c && s.no_skill_share.is_some())
+        })
+        .collect();
+    if configs.is_empty() {
+        return String::new();
+    }
+    let mut md = format!(
+        "| task | {} |\n|---|{}\n",
+        configs.join(" | "),
+        "---|".repeat(configs.len())
+    );
+    for task in TASKS {
+        let cells: Vec<String> = configs
+            .iter()
+            .map(
+                |c| match find(summaries, c, task).and_then(|s| s.no_skill_share) {
+                    Some(share) => format!("{:.0} %", share * 100.0),
+                    None => "–".into(),
+                },
+            )
+            .collect();
+        if cells.iter().all(|c| c == "–") {
+            continue;
+        }
+        let title = task_info(task).expect("known task").title;
+        md.push_str(&format!("| {title} | {} |\n", cells.join(" | ")));
+    }
+    md
+}
+
 /// A grouped bar chart of the headline metric: tasks along x, one bar per configuration.
 pub fn bar_chart(summaries: &[TaskSummary], path: &Path, title: &str) -> Result<()> {
     use plotters::prelude::*;
