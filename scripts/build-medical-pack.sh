@@ -96,46 +96,67 @@ has_router() { "$BIN" router list --pack "$PACK" --json | python3 -c "import jso
 
 if stage routers; then
   echo "== routers" >&2
-  # Cheapest first, so an interrupted run keeps what it finished.
+  # Cheapest first, so an interrupted run keeps what it finished. The default, `general`, reads
+  # no hidden state (segment-lexical: the embeddings of the request's first and last lines and
+  # their hashed words, so routing adds next to nothing to the time to first token) and is
+  # trained on the skills' records, half of them in users' own wordings.
+  has_router general || timed router-general "$BIN" router train --pack "$PACK" --method supervised \
+    --features segment-lexical --data "$WORK/data" --name general --default --threads "$THREADS" \
+    --seed "$SEED" >&2
   has_router general-embedding || timed router-general-embedding "$BIN" router train --pack "$PACK" \
     --method supervised --features mean-embedding --data "$WORK/data" --name general-embedding \
     --threads "$THREADS" --seed "$SEED" >&2
   has_router prototype || timed router-prototype "$BIN" router train --pack "$PACK" --method prototype \
     --data "$WORK/data" --name prototype --threads "$THREADS" >&2
-  has_router general || timed router-general "$BIN" router train --pack "$PACK" --method supervised \
-    --data "$WORK/data" --name general --default --soft-labels 10 --threads "$THREADS" --seed "$SEED" >&2
-  # Temperature scaling of the general routers on the skills' own dev records (each skill was
-  # trained at scale 1; an uncalibrated softmax dilutes it). Idempotent: the fit starts from the
-  # router's weights, not its temperature.
-  for r in general general-embedding; do
+  # The former default for comparison: mean-hidden features (one extra forward pass).
+  has_router general-hidden || timed router-general-hidden "$BIN" router train --pack "$PACK" \
+    --method supervised --data "$WORK/data" --name general-hidden --soft-labels 10 \
+    --threads "$THREADS" --seed "$SEED" >&2
+  # Temperature scaling on the skills' own dev records (each skill was trained at scale 1; an
+  # uncalibrated softmax dilutes it). Idempotent: the fit starts from the router's weights.
+  for r in general general-hidden general-embedding; do
     [[ -s "$WORK/calibrate-$r.json" ]] || timed "calibrate-$r" "$BIN" router calibrate --pack "$PACK" \
       --router "$r" --data "$WORK/data" --threads "$THREADS" --json >"$WORK/calibrate-$r.json"
   done
+  # Committing modes of the default router, compared on dev by the eval stage.
+  has_router general-top1 || "$BIN" router commit --pack "$PACK" --router general --mode top1:0.5 \
+    --name general-top1 >&2
+  has_router general-sparsemax || "$BIN" router commit --pack "$PACK" --router general \
+    --mode sparsemax --name general-sparsemax >&2
+  # Stage 2: warm-started from `general`, selected by each task's own metric on held-out train
+  # items among the warm start, the base model and the trained heads.
   for t in $SEEN $UNSEEN; do
     has_router "task-$t" || timed "router-task-$t" "$BIN" router train --pack "$PACK" --method end-to-end \
-      --task "$t" --raw "$RAW" --name "task-$t" --threads "$THREADS" --seed "$SEED" >&2
+      --features segment-lexical --task "$t" --raw "$RAW" --name "task-$t" --threads "$THREADS" \
+      --seed "$SEED" >&2
   done
 fi
 
 if stage eval; then
   echo "== eval" >&2
-  # Routers on mean-hidden features come one after another: eval featurizes each prompt once
-  # and every later router reads the same features.
-  configs="base,uniform,router:general"
+  # The whole dev split of every task (EVAL_LIMIT=0), resumable per configuration and task.
+  configs="base,router:general,router:general-top1,router:general-sparsemax"
   for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
-  configs="$configs,router:prototype"
   # Single skills where they fit a task (mc, ea and es fit none of the nine).
   for s in mrc mcqa qa ner re er mldc nli ts; do configs="$configs,skill:$s"; done
-  configs="$configs,router:general-embedding"
+  configs="$configs,uniform,router:general-hidden,router:general-embedding,router:prototype"
   timed eval "$BIN" eval --all --pack "$PACK" --raw "$RAW" --configs "$configs" \
-    --threads "$THREADS" --out "$WORK/eval" --resume >&2
+    --limit "${EVAL_LIMIT:-0}" --threads "$THREADS" --out "$WORK/eval" --resume >&2
+  # The same items worded as a user would type them (no skill template uses these words).
+  timed eval-user "$BIN" eval --all --pack "$PACK" --raw "$RAW" --prompt-variant user \
+    --configs "base,router:general,router:general-top1" --limit "${EVAL_LIMIT:-0}" \
+    --threads "$THREADS" --out "$WORK/eval-user" --resume >&2
+  # Top-1 routing on the hand-written free-form prompts.
+  "$BIN" router accuracy --pack "$PACK" --set examples/routing/freeform.jsonl --json \
+    >"$WORK/freeform.json.tmp"
+  mv "$WORK/freeform.json.tmp" "$WORK/freeform.json"
 fi
 
 if stage bench; then
-  # Time to first token with routing / without, one router per feature variant (the pack's
-  # end-to-end routers share general's mean-hidden features and cost).
+  # Time to first token with routing / without, one router per feature kind (the task routers
+  # share general's features and cost).
   echo "== router bench" >&2
-  "$BIN" router bench --pack "$PACK" --routers general,general-embedding,prototype,task-pubmedqa \
+  "$BIN" router bench --pack "$PACK" --routers general,general-hidden,general-embedding,prototype \
     --task pubmedqa --raw "$RAW" --threads "$THREADS" --json >"$WORK/router-bench.json.tmp"
   mv "$WORK/router-bench.json.tmp" "$WORK/router-bench.json"
 fi
