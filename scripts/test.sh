@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets --quiet -- -D warnings
+# The C API's static library, which tests/c_api.rs links a C program against.
+cargo build --release --locked -p skillpack-capi
 cargo test --release --locked --workspace -- --test-threads 1
 # The CUDA trainer compiles (toolkit from PyPI wheels; nothing runs on a GPU here).
 scripts/build-cuda.sh --check

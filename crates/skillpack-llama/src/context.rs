@@ -106,6 +106,8 @@ pub struct Context<'m> {
     /// For each token of the last decoded batch, whether it produced an output row.
     last_outputs: Vec<bool>,
     memory_epoch: u64,
+    /// Whether dropping this handle frees the context (false for a caller's context).
+    owned: bool,
 }
 
 // SAFETY: a llama_context may move between threads; it is never shared (no Sync).
@@ -113,8 +115,22 @@ unsafe impl Send for Context<'_> {}
 
 impl Drop for Context<'_> {
     fn drop(&mut self) {
-        // SAFETY: freed once; `active` (dropped after this) keeps adapters alive until then.
-        unsafe { sys::llama_free(self.ptr.as_ptr()) }
+        if self.owned {
+            // SAFETY: freed once; `active` (dropped after this) keeps adapters alive until then.
+            unsafe { sys::llama_free(self.ptr.as_ptr()) }
+        } else {
+            // A caller's context outlives this handle: it must not keep pointers to adapters
+            // this handle may be the last owner of.
+            // SAFETY: valid context (the caller's contract); an empty list clears its adapters.
+            unsafe {
+                sys::llama_set_adapters_lora(
+                    self.ptr.as_ptr(),
+                    std::ptr::null_mut(),
+                    0,
+                    std::ptr::null_mut(),
+                )
+            };
+        }
     }
 }
 
@@ -154,13 +170,36 @@ impl<'m> Context<'m> {
                 crate::last_llama_error().unwrap_or_else(|| "unknown error".into()),
             )
         })?;
-        Ok(Context {
+        Ok(Context::wrap(ptr, model, true))
+    }
+
+    fn wrap(ptr: NonNull<sys::llama_context>, model: &'m Model, owned: bool) -> Self {
+        Context {
             ptr,
             model,
             active: Vec::new(),
             last_outputs: Vec::new(),
             memory_epoch: 0,
-        })
+            owned,
+        }
+    }
+
+    /// Wraps a context a caller created through llama.cpp's API for `model`; the handle never
+    /// frees it, and clears the adapters it set when dropped.
+    ///
+    /// # Safety
+    /// `ptr` must be a valid `llama_context` that outlives the returned handle, not used by
+    /// anyone else while the handle is in use.
+    pub unsafe fn from_raw(model: &'m Model, ptr: *mut sys::llama_context) -> Result<Self> {
+        let ptr = NonNull::new(ptr)
+            .ok_or_else(|| LlamaError::InvalidArgument("the context pointer is null".into()))?;
+        // SAFETY: valid context (the caller's contract).
+        if unsafe { sys::llama_get_model(ptr.as_ptr()) } != model.raw().cast_const() {
+            return Err(LlamaError::InvalidArgument(
+                "the context was created for another model".into(),
+            ));
+        }
+        Ok(Context::wrap(ptr, model, false))
     }
 
     /// The model this context runs.

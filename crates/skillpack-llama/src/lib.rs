@@ -34,6 +34,12 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub use adapter::LoraAdapter;
+
+/// llama.cpp's own handle types, for code that shares a model or context with programs using
+/// llama.cpp's C API (the `skillpack-capi` crate): see [`Model::from_raw`], [`Context::from_raw`].
+pub mod raw {
+    pub use llama_cpp_sys_2::{llama_context, llama_model, llama_token};
+}
 pub use context::{Batch, Context, ContextParams};
 pub use gguf_check::{check_adapter_header, AdapterHeader};
 pub use model::{

@@ -36,6 +36,9 @@ pub struct Model {
     architecture: String,
     /// Serialises adapter load/free, which mutate the model's adapter registry.
     adapter_lock: Mutex<()>,
+    /// Whether dropping this handle frees the model (false for a caller's model, see
+    /// [`Model::from_raw`]).
+    owned: bool,
 }
 
 // SAFETY: a llama_model is read-only after loading, except its adapter registry, which is only
@@ -55,8 +58,10 @@ impl std::fmt::Debug for Model {
 
 impl Drop for Model {
     fn drop(&mut self) {
-        // SAFETY: borrowck guarantees no context or adapter of this model is alive.
-        unsafe { sys::llama_model_free(self.ptr.as_ptr()) }
+        if self.owned {
+            // SAFETY: borrowck guarantees no context or adapter of this model is alive.
+            unsafe { sys::llama_model_free(self.ptr.as_ptr()) }
+        }
     }
 }
 
@@ -86,7 +91,34 @@ impl Model {
             path: path.into(),
             architecture,
             adapter_lock: Mutex::new(()),
+            owned: true,
         })
+    }
+
+    /// Wraps a model a caller loaded through llama.cpp's own API (the C API's entry point); the
+    /// handle never frees it. `path` is the GGUF it was loaded from (packs and routers check
+    /// their base against that file).
+    ///
+    /// # Safety
+    /// `ptr` must be a valid `llama_model` that outlives the returned handle and everything
+    /// borrowed from it (contexts, adapters), loaded by the same llama.cpp this crate links.
+    pub unsafe fn from_raw(ptr: *mut sys::llama_model, path: &Path) -> Result<Self> {
+        let ptr = NonNull::new(ptr)
+            .ok_or_else(|| LlamaError::InvalidArgument("the model pointer is null".into()))?;
+        let mut model = Model {
+            ptr,
+            path: path.into(),
+            architecture: String::new(),
+            adapter_lock: Mutex::new(()),
+            owned: false,
+        };
+        model.architecture = model.meta("general.architecture").unwrap_or_default();
+        Ok(model)
+    }
+
+    /// The raw `llama_model` (for callers mixing this layer with llama.cpp's API).
+    pub fn raw(&self) -> *mut sys::llama_model {
+        self.ptr.as_ptr()
     }
 
     pub(crate) fn as_ptr(&self) -> *mut sys::llama_model {
