@@ -20,11 +20,13 @@ export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 echo "[build-cuda] CUDA_HOME=$CUDA_HOME, nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), compute capability $CUDA_COMPUTE_CAP" >&2
 
 if [[ ${1:-} == --check ]]; then
-  # The trainer crate with candle's CUDA backend, kernels and cudarc: everything the feature adds
-  # or changes, in the normal target directory (its other dependencies are shared with the CPU
-  # build), no link step.
-  cargo build --release --locked -p skillpack-train --features cuda
-  echo "[build-cuda] skillpack-train built with --features cuda" >&2
+  # Every library crate with candle's CUDA backend, kernels and cudarc: everything the feature
+  # adds or changes, in the normal target directory, no link step. Built as the workspace, so
+  # llama.cpp's build (feature-unified like the CPU build's) is reused, not rebuilt; the C API's
+  # cdylib/staticlib are left out so the CPU build's copies stay in place.
+  cargo build --release --locked --workspace --exclude skillpack-capi --lib \
+    --features skillpack-train/cuda
+  echo "[build-cuda] the library crates built with skillpack-train/cuda" >&2
   exit 0
 fi
 cargo build --release --locked --features cuda --target-dir target/cuda

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use skillpack_llama::{Backend, Context, ContextParams, LoraAdapter, Model, ModelParams};
-use skillpack_train::{load_peft, prompt_ids, read_jsonl, Llama, ModelWeights};
+use skillpack_train::{cosine, load_peft, prompt_ids, read_jsonl, Llama, ModelWeights};
 
 /// Compare a GGUF adapter in llama.cpp against its PEFT source in candle on held-out prompts.
 #[derive(clap::Args)]
@@ -34,16 +34,6 @@ pub struct Args {
     pub min_cosine: f64,
     #[arg(long)]
     pub json: bool,
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        ab += *x as f64 * *y as f64;
-        aa += *x as f64 * *x as f64;
-        bb += *y as f64 * *y as f64;
-    }
-    ab / (aa.sqrt() * bb.sqrt())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
