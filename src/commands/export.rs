@@ -160,10 +160,11 @@ pub struct MergeArgs {
     /// The merged model to write.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Storage type of the merged tensors: `same` (each as in the base model: the same size and
-    /// speed, but a coarse type such as q4_1 keeps only part of a small delta), f32, f16, q8_0.
-    /// Tensors without a delta are copied unchanged.
-    #[arg(long, default_value = "same")]
+    /// Storage type of the merged tensors: f16 (default), f32, q8_0, or `same` (each as in the
+    /// base model: the base's size and speed, but a coarse type keeps little of a trained skill's
+    /// small delta: logit-delta cosine 0.59 for q4_1, 0.96 for q8_0, 0.99 for f16 with three
+    /// medical skills on the default model). Tensors without a delta are copied unchanged.
+    #[arg(long, default_value = "f16")]
     pub outtype: MergeType,
     #[arg(long)]
     pub json: bool,
