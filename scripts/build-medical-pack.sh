@@ -163,6 +163,8 @@ fi
 
 if stage report; then
   echo "== report" >&2
+  # The skills' dev-loss curves in one chart, and where each stopped.
+  "$BIN" curves "$WORK"/skills/* -o "$PACK/dev-loss.svg" >"$WORK/curves.md"
   python3 scripts/medical-report.py --work "$WORK" --pack "$PACK" --raw "$RAW" --seed "$SEED" \
     --epochs "$EPOCHS" --max-steps "$MAX_STEPS" --targets "$TARGETS" --threads "$THREADS"
 fi

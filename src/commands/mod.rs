@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod convert;
+mod curves;
 mod data;
 mod eval;
 mod export;
@@ -58,6 +59,7 @@ pub enum Command {
     Verify(verify::Args),
     Router(router::Args),
     Merge(export::MergeArgs),
+    Curves(curves::Args),
     Serve(serve::ServeArgs),
     Proxy(serve::ProxyArgs),
 }
@@ -94,6 +96,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(args),
         Command::Router(args) => router::run(args),
         Command::Merge(args) => export::merge(args),
+        Command::Curves(args) => curves::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Proxy(args) => serve::proxy(args),
     }
