@@ -146,6 +146,26 @@ if stage eval; then
   timed eval-user "$BIN" eval --all --pack "$PACK" --raw "$RAW" --prompt-variant user \
     --configs "base,router:general,router:general-top1" --limit "${EVAL_LIMIT:-0}" \
     --threads "$THREADS" --out "$WORK/eval-user" --resume >&2
+  # How the pack answers prompts in users' own words: the first 3 free-form prompts of each
+  # skill, routed by the default router, greedy.
+  if [[ ! -s "$WORK/freeform-answers.jsonl" ]]; then
+    python3 - "$BIN" "$PACK" examples/routing/freeform.jsonl >"$WORK/freeform-answers.jsonl.tmp" <<'PY'
+import collections, json, subprocess, sys
+binary, pack, prompts = sys.argv[1:]
+seen = collections.Counter()
+for line in open(prompts):
+    item = json.loads(line)
+    seen[item["skill"]] += 1
+    if seen[item["skill"]] > 3:
+        continue
+    out = subprocess.run([binary, "run", "--pack", pack, "--temp", "0", "-n", "96", "--json",
+                          item["prompt"]], capture_output=True, text=True, check=True)
+    run = json.loads(out.stdout)
+    print(json.dumps({"id": item["id"], "skill": item["skill"], "prompt": item["prompt"],
+                      "weights": run.get("skills"), "answer": run["text"]}), flush=True)
+PY
+    mv "$WORK/freeform-answers.jsonl.tmp" "$WORK/freeform-answers.jsonl"
+  fi
   # Top-1 routing on the hand-written free-form prompts.
   "$BIN" router accuracy --pack "$PACK" --set examples/routing/freeform.jsonl --json \
     >"$WORK/freeform.json.tmp"
