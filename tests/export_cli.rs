@@ -133,7 +133,7 @@ fn merged_model_keeps_the_delta() {
         multi.extend(last_logits(&mut ctx, ids));
     }
     let want = sub(&multi, &base);
-    for (outtype, bound) in [("q8_0", 0.98), ("same", 0.5)] {
+    for (outtype, bound) in [("f16", 0.98), ("q8_0", 0.98), ("same", 0.5)] {
         let out = tmp.path().join(format!("merged-{outtype}.gguf"));
         let (ok, json, err) = skillpack(&[
             &"merge",

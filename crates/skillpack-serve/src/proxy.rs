@@ -186,6 +186,10 @@ pub fn proxy(cfg: ProxyConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), 
         .build()?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        // llama-server (cpp-httplib) closes idle keep-alive connections after 5 s; a pooled
+        // connection reused just as the server closes it fails with "connection closed before
+        // message completed". Dropping idle connections well before that avoids the race.
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| ServeError::Invalid(format!("HTTP client: {e}")))?;
     let skill_files: Vec<(String, String)> = pack
