@@ -58,6 +58,7 @@ command -v cc >/dev/null || die "no C compiler (scripts/setup.sh installs one)"
 python3 -m pip --version >/dev/null 2>&1 || die "python3 -m pip is not available (scripts/setup.sh)"
 
 # Install into a fresh directory and move it into place, so an interrupted install is redone.
+mkdir -p "$CACHE"
 STAGING=$(mktemp -d "$CACHE/cuda-staging.XXXXXX")
 trap 'rm -rf "$STAGING"' EXIT
 say "installing ${WHEELS[*]} from PyPI"
