@@ -20,7 +20,13 @@ fn curves_of_finished_and_running_runs() {
     std::fs::create_dir_all(&running).unwrap();
     std::fs::write(
         running.join("metrics.jsonl"),
-        "{\"step\":49,\"loss\":2.0}\n{\"step\":50,\"loss\":1.9,\"dev_loss\":2.1}\n{\"step\":51,\"lo",
+        concat!(
+            r#"{"step":49,"loss":2.0,"orth_reg":0.1,"lr":0.002,"grad_norm":0.3,"tokens":500,"target_tokens":90,"seconds":4.0,"rank_budget":576}"#,
+            "\n",
+            r#"{"step":50,"loss":1.9,"orth_reg":0.1,"lr":0.002,"grad_norm":0.3,"tokens":500,"target_tokens":90,"seconds":4.0,"rank_budget":576,"dev_loss":2.1}"#,
+            "\n",
+            r#"{"step":51,"lo"#
+        ),
     )
     .unwrap();
     let chart = tmp.path().join("curves.svg");

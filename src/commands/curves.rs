@@ -35,33 +35,26 @@ struct Run {
 /// A run still in progress: its dev losses so far, from `metrics.jsonl`.
 fn read_partial_run(dir: &Path, name: String) -> anyhow::Result<Run> {
     let path = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
+    if !path.is_file() {
+        anyhow::bail!(
             "{}: neither train.json nor metrics.jsonl (not a training run)",
             dir.display()
-        )
-    })?;
-    let mut run = Run {
+        );
+    }
+    let metrics = super::train::read_metrics(&path);
+    let dev_losses: Vec<(usize, f64)> = metrics
+        .iter()
+        .filter_map(|m| m.dev_loss.map(|l| (m.step, l)))
+        .collect();
+    Ok(Run {
         name,
-        dev_losses: Vec::new(),
-        steps: 0,
+        steps: metrics.last().map_or(0, |m| m.step),
         step_budget: None,
         exported_step: None,
-        best_dev_loss: None,
+        best_dev_loss: dev_losses.iter().map(|p| p.1).reduce(f64::min),
         stopped_early: false,
-    };
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue; // a line cut by a kill
-        };
-        let step = v["step"].as_u64().unwrap_or(0) as usize;
-        run.steps = run.steps.max(step);
-        if let Some(loss) = v["dev_loss"].as_f64() {
-            run.dev_losses.push((step, loss));
-        }
-    }
-    run.best_dev_loss = run.dev_losses.iter().map(|p| p.1).reduce(f64::min);
-    Ok(run)
+        dev_losses,
+    })
 }
 
 fn read_run(dir: &Path) -> anyhow::Result<Run> {

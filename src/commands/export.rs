@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use skillpack_llama::{Backend, ChatMessage, Model, ModelParams};
+use skillpack_llama::{Backend, Model, ModelParams};
 use skillpack_pack::{MergeType, Pack};
 use skillpack_run::{parse_skill_weights, select_active};
 
@@ -56,16 +56,14 @@ fn resolve_weighting(
                 router.config.features,
                 None,
             )?;
-            let text = model.apply_chat_template(
-                &[ChatMessage {
-                    role: "user".into(),
-                    content: prompt.trim_end().to_string(),
-                }],
-                true,
-            )?;
-            let tokens = model.tokenize(&text, true, true)?;
             let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
-            let weights = router.weights_for(&extractor.features(&tokens)?, None, &skills)?;
+            let weights = skillpack_run::route_user_message(
+                &model,
+                &router,
+                &mut extractor,
+                prompt.trim_end(),
+                &skills,
+            )?;
             (
                 weights,
                 format!(

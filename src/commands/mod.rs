@@ -122,20 +122,12 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
     })
 }
 
-/// The prompt format models get in this process for `base` (as [`skillpack_llama::Model::prompt_format`]
-/// decides it, without loading the model).
-pub fn prompt_format_for(
-    base: &skillpack_convert::GgufInfo,
-    chosen: skillpack_llama::PromptFormat,
-) -> &'static str {
-    use skillpack_llama::PromptFormat;
-    match chosen {
-        PromptFormat::Auto if base.metadata.contains_key("tokenizer.chat_template") => {
-            PromptFormat::ChatTemplate.as_str()
-        }
-        PromptFormat::Auto => PromptFormat::Plain.as_str(),
-        other => other.as_str(),
-    }
+/// The prompt format models get in this process for `base` (as
+/// [`skillpack_llama::Model::prompt_format`] decides it, without loading the model).
+pub fn prompt_format_for(base: &skillpack_convert::GgufInfo) -> &'static str {
+    skillpack_llama::requested_prompt_format()
+        .resolve(base.metadata.contains_key("tokenizer.chat_template"))
+        .as_str()
 }
 
 /// Prints `value` as pretty JSON on stdout.

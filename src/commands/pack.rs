@@ -148,8 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } => {
             let base = GgufInfo::open(&base_path(base)?)?;
             let mut pack = Pack::create(&dir, &name, &description, &base)?;
-            let format =
-                super::prompt_format_for(&base, skillpack_llama::requested_prompt_format());
+            let format = super::prompt_format_for(&base);
             if pack.manifest.base.prompt_format != format {
                 pack.manifest.base.prompt_format = format.into();
                 pack.save()?;

@@ -800,7 +800,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                     // validation items either.
                     let mut none = w.clone();
                     none.config.gain = 0.0;
-                    candidates.push(("no skill (base model)".into(), none));
+                    candidates.push((NO_SKILL_CANDIDATE.into(), none));
                 }
                 for snap in &head.snapshots {
                     candidates.push((
@@ -848,7 +848,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                     "items": validation.len(), "metric": metric, "candidates": table,
                     "chosen": candidates[best].0,
                 });
-                if warm.is_some() && best == 1 {
+                if candidates[best].0 == NO_SKILL_CANDIDATE {
                     training["note"] = format!(
                         "the base model beat the warm start and every trained head on the held-out items ({metric}): this router gives no skill"
                     )
@@ -1420,6 +1420,9 @@ fn warm_start_router(
     }
     Ok(Some(router))
 }
+
+/// The label of the base-model candidate of end-to-end selection.
+const NO_SKILL_CANDIDATE: &str = "no skill (base model)";
 
 /// The warm start's head in the pack's skill order, divided by its temperature (training runs
 /// at temperature 1), with a "no skill" row (weights 0, bias −4: nearly unused) when asked.

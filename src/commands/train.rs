@@ -295,7 +295,8 @@ pub fn plot_loss(metrics: &[StepMetrics], path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_metrics(path: &Path) -> Vec<StepMetrics> {
+/// The steps of a `metrics.jsonl` (a line cut by a kill is skipped).
+pub fn read_metrics(path: &Path) -> Vec<StepMetrics> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -18,7 +18,7 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::PathBuf;
 
 use skillpack_llama::raw::{llama_context, llama_model};
-use skillpack_llama::{ChatMessage, Context, Model};
+use skillpack_llama::{Context, Model};
 use skillpack_pack::Pack;
 use skillpack_route::{FeatureExtractor, Router};
 use skillpack_run::{Mode, SkillEngine};
@@ -101,7 +101,9 @@ pub struct SkillpackPack {
     contexts: HashMap<usize, Context<'static>>,
     router: Option<(Router, FeatureExtractor<'static>)>,
     engine: SkillEngine<'static>,
+    /// Skill ids for C (NUL-terminated) and for routing.
     skill_ids: Vec<CString>,
+    skill_names: Vec<String>,
     model: *mut Model,
 }
 
@@ -165,11 +167,11 @@ pub unsafe extern "C" fn skillpack_pack_open(
                 }
                 None => None,
             };
-            let skill_ids = pack
-                .manifest
-                .skills
+            let skill_names: Vec<String> =
+                pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
+            let skill_ids = skill_names
                 .iter()
-                .map(|s| CString::new(s.id.as_str()).expect("skill ids are checked"))
+                .map(|id| CString::new(id.as_str()).expect("skill ids are checked"))
                 .collect();
             let engine = SkillEngine::new(model_ref, pack).map_err(|e| pack_err(&e))?;
             Ok(SkillpackPack {
@@ -177,6 +179,7 @@ pub unsafe extern "C" fn skillpack_pack_open(
                 router,
                 engine,
                 skill_ids,
+                skill_names,
                 model: handle,
             })
         })();
@@ -268,32 +271,8 @@ pub unsafe extern "C" fn skillpack_route(
                 "the pack has no default router: pass weights to skillpack_apply",
             );
         };
-        let tokens = match model
-            .apply_chat_template(
-                &[ChatMessage {
-                    role: "user".into(),
-                    content: text.to_string(),
-                }],
-                true,
-            )
-            .and_then(|t| model.tokenize(&t, true, true))
-        {
-            Ok(t) => t,
-            Err(e) => return fail(SKILLPACK_ERR_LLAMA, e),
-        };
-        let ids: Vec<String> = pack
-            .skill_ids
-            .iter()
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect();
-        let routed = extractor
-            .features(&tokens)
-            .map_err(|e| e.to_string())
-            .and_then(|f| {
-                router
-                    .weights_for(&f, None, &ids)
-                    .map_err(|e| e.to_string())
-            });
+        let routed =
+            skillpack_run::route_user_message(model, router, extractor, text, &pack.skill_names);
         match routed {
             Ok(w) => {
                 // SAFETY: writable for n_weights floats (checked above).

@@ -52,49 +52,41 @@ pub struct Architecture {
     pub attention: AttentionPattern,
 }
 
+/// The llama family; the others differ from it where they say.
+const LLAMA: Architecture = Architecture {
+    name: "llama",
+    hf_model_types: &["llama", "mistral"],
+    permute_qk: true,
+    qkv_bias: false,
+    qk_norm: false,
+    sandwich_norms: false,
+    hf_norm_adds_one: false,
+    activation: Activation::Silu,
+    scale_embeddings: false,
+    attention: AttentionPattern::Global,
+};
+
 /// Every supported family.
 pub const ARCHITECTURES: [Architecture; 4] = [
-    Architecture {
-        name: "llama",
-        hf_model_types: &["llama", "mistral"],
-        permute_qk: true,
-        qkv_bias: false,
-        qk_norm: false,
-        sandwich_norms: false,
-        hf_norm_adds_one: false,
-        activation: Activation::Silu,
-        scale_embeddings: false,
-        attention: AttentionPattern::Global,
-    },
+    LLAMA,
     Architecture {
         name: "qwen2",
         hf_model_types: &["qwen2"],
         permute_qk: false,
         qkv_bias: true,
-        qk_norm: false,
-        sandwich_norms: false,
-        hf_norm_adds_one: false,
-        activation: Activation::Silu,
-        scale_embeddings: false,
-        attention: AttentionPattern::Global,
+        ..LLAMA
     },
     Architecture {
         name: "qwen3",
         hf_model_types: &["qwen3"],
         permute_qk: false,
-        qkv_bias: false,
         qk_norm: true,
-        sandwich_norms: false,
-        hf_norm_adds_one: false,
-        activation: Activation::Silu,
-        scale_embeddings: false,
-        attention: AttentionPattern::Global,
+        ..LLAMA
     },
     Architecture {
         name: "gemma3",
         hf_model_types: &["gemma3_text", "gemma3"],
         permute_qk: false,
-        qkv_bias: false,
         qk_norm: true,
         sandwich_norms: true,
         hf_norm_adds_one: true,
@@ -103,6 +95,7 @@ pub const ARCHITECTURES: [Architecture; 4] = [
         // llama.cpp sets Gemma 3's pattern in code (every 6th layer global, local rope base
         // 10,000 unless the GGUF says `rope.freq_base_swa`).
         attention: AttentionPattern::SlidingExceptEvery { period: 6 },
+        ..LLAMA
     },
 ];
 

@@ -356,6 +356,15 @@ impl GgufInfo {
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed and
 /// synced, then renamed over the target. A failure leaves any existing file untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes)).map(|_| ())
+}
+
+/// [`write_atomic`] for a file produced by `write` (streamed through a buffer, never held in
+/// memory whole); returns the bytes written.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<u64> {
     let io_err = |source| ConvertError::Io {
         path: path.into(),
         source,
@@ -376,14 +385,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut out)?;
+        out.flush()?;
+        let file = out.get_mut();
+        let bytes = file.stream_position()?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(bytes)
     })();
-    if let Err(e) = result {
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(e));
     }
-    Ok(())
+    result.map_err(io_err)
 }

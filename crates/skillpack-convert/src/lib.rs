@@ -28,7 +28,7 @@ pub use arch::{
 pub use candle_core::quantized::gguf_file::Value as GgufValue;
 pub use convert::{convert, ConvertOptions, ConvertReport, ConvertedAdapter, OutType};
 pub use error::ConvertError;
-pub use gguf::{write_atomic, GgufInfo, GgufTensor};
+pub use gguf::{write_atomic, write_atomic_with, GgufInfo, GgufTensor};
 pub use inspect::{inspect, Fit, InspectReport, Kind};
 pub use lora_gguf::{write_lora_gguf, LoraFile, LoraImage, LoraPair};
 pub use peft::{Matrix, PeftAdapter, PeftConfig, PeftKind, PeftModule};

@@ -318,11 +318,7 @@ impl Model {
     /// ([`set_prompt_format`]), where `Auto` means the GGUF's chat template when it has one and
     /// [`PromptFormat::Plain`] otherwise (base models).
     pub fn prompt_format(&self) -> PromptFormat {
-        match requested_prompt_format() {
-            PromptFormat::Auto if self.chat_template().is_some() => PromptFormat::ChatTemplate,
-            PromptFormat::Auto => PromptFormat::Plain,
-            chosen => chosen,
-        }
+        requested_prompt_format().resolve(self.chat_template().is_some())
     }
 
     /// Renders `messages` in this model's [`Model::prompt_format`]: its own chat template
@@ -428,6 +424,15 @@ pub enum PromptFormat {
 }
 
 impl PromptFormat {
+    /// The format used for a model that has (or lacks) a chat template: `Auto` decided.
+    pub fn resolve(self, has_chat_template: bool) -> PromptFormat {
+        match self {
+            PromptFormat::Auto if has_chat_template => PromptFormat::ChatTemplate,
+            PromptFormat::Auto => PromptFormat::Plain,
+            chosen => chosen,
+        }
+    }
+
     /// `auto`, `chat-template` or `plain`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -8,7 +8,6 @@
 //! requantized to the type asked for.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{self, Value};
@@ -232,7 +231,7 @@ pub fn merge_into_model(
         .map(|k| (k.as_str(), &content.metadata[*k]))
         .collect();
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let bytes = write_file_atomic(output, |w| {
+    let bytes = skillpack_convert::write_atomic_with(output, |w| {
         gguf_file::write(w, &metadata, &refs).map_err(std::io::Error::other)
     })?;
     Ok(MergeReport {
@@ -248,37 +247,4 @@ pub fn merge_into_model(
             0.0
         },
     })
-}
-
-/// Streams a file through `write` into a temporary file beside `path`, syncs it and renames it
-/// over `path`; on any failure the temporary file is removed and `path` is untouched.
-fn write_file_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<u64> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".skillpack-merge.")
-        .tempfile_in(&dir)
-        .map_err(|e| invalid(&dir, e))?;
-    let (file, tmp_path) = tmp.into_parts();
-    let mut out = BufWriter::new(file);
-    let result = (|| {
-        write(&mut out)?;
-        out.flush()?;
-        let file = out.get_mut();
-        let bytes = file.stream_position()?;
-        file.sync_all()?;
-        Ok::<u64, std::io::Error>(bytes)
-    })();
-    match result {
-        Ok(bytes) => {
-            tmp_path.persist(path).map_err(|e| invalid(path, e))?;
-            Ok(bytes)
-        }
-        Err(e) => Err(invalid(path, e)), // tmp_path is removed when dropped
-    }
 }

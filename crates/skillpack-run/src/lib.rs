@@ -18,7 +18,7 @@ mod weights;
 
 pub use engine::{Applied, FusedLoad, Mode, SkillEngine};
 pub use generate::{generate, generate_until, GenerateParams, Generation};
-pub use routing::load_router;
+pub use routing::{load_router, route_user_message};
 pub use weights::{parse_skill_weights, select_active, Selection, MAX_SKILL_WEIGHT};
 
 /// Errors of the runtime.

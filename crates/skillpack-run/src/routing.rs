@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use skillpack_llama::Model;
+use skillpack_llama::{ChatMessage, Model};
 use skillpack_pack::Pack;
-use skillpack_route::Router;
+use skillpack_route::{FeatureExtractor, Router};
 
 use crate::{Result, RunError};
 
@@ -37,4 +37,25 @@ pub fn load_router(
         .check(model.n_embd(), &fingerprint, &skills)
         .map_err(|m| RunError::Invalid(format!("{}: {m}", spec.file)))?;
     Ok(Some(router))
+}
+
+/// The weights `router` gives one user message (rendered in the model's prompt format with the
+/// generation prompt, as `skillpack run` renders a prompt without a system message), one per
+/// skill of `skills`, before top-k.
+pub fn route_user_message(
+    model: &Model,
+    router: &Router,
+    extractor: &mut FeatureExtractor<'_>,
+    message: &str,
+    skills: &[String],
+) -> Result<Vec<f32>> {
+    let text = model.apply_chat_template(
+        &[ChatMessage {
+            role: "user".into(),
+            content: message.to_string(),
+        }],
+        true,
+    )?;
+    let tokens = model.tokenize(&text, true, true)?;
+    Ok(router.weights_for(&extractor.features(&tokens)?, None, skills)?)
 }

@@ -526,6 +526,11 @@ mod tests {
             .unwrap()
     }
 
+    /// Gradients of `sum(y ⊙ w)`: a random upstream gradient `w` through `y`'s graph.
+    fn weighted_grads(y: &Tensor, w: &Tensor) -> candle_core::backprop::GradStore {
+        (y * w).unwrap().sum_all().unwrap().backward().unwrap()
+    }
+
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         let n = shape.iter().product();
         let data = crate::SeededNormal::new(seed).samples(n, 1.0);
@@ -561,13 +566,7 @@ mod tests {
             .unwrap();
             let ours = causal_softmax(x.as_tensor(), 0.125, window).unwrap();
             assert!(max_diff(&ours, &reference) < 1e-6, "{window:?}");
-            let g_ref = (reference * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (g_ref, g_ours) = (weighted_grads(&reference, &w), weighted_grads(&ours, &w));
             assert!(
                 max_diff(
                     g_ours.get(x.as_tensor()).unwrap(),
@@ -584,13 +583,7 @@ mod tests {
         let reference = candle_nn::ops::rms_norm_slow(x.as_tensor(), &gain, 1e-5).unwrap();
         let ours = rms_norm(x.as_tensor(), &gain, 1e-5).unwrap();
         assert!(max_diff(&ours, &reference) < 1e-5);
-        let g_ref = (reference * &w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (g_ref, g_ours) = (weighted_grads(&reference, &w), weighted_grads(&ours, &w));
         assert!(
             max_diff(
                 g_ours.get(x.as_tensor()).unwrap(),
@@ -624,13 +617,7 @@ mod tests {
         let reference = candle_nn::rotary_emb::rope_slow(x.as_tensor(), &cos, &sin).unwrap();
         let ours = rope(x.as_tensor(), &cos, &sin).unwrap();
         assert!(max_diff(&ours, &reference) < 1e-6);
-        let g_ref = (reference * &w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (g_ref, g_ours) = (weighted_grads(&reference, &w), weighted_grads(&ours, &w));
         assert!(
             max_diff(
                 g_ours.get(x.as_tensor()).unwrap(),
@@ -647,13 +634,7 @@ mod tests {
         let reference = (gv.as_tensor().silu().unwrap() * uv.as_tensor()).unwrap();
         let ours = swiglu(gv.as_tensor(), uv.as_tensor()).unwrap();
         assert!(max_diff(&ours, &reference) < 1e-6);
-        let g_ref = (reference * &w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (g_ref, g_ours) = (weighted_grads(&reference, &w), weighted_grads(&ours, &w));
         for v in [&gv, &uv] {
             assert!(
                 max_diff(
@@ -679,13 +660,7 @@ mod tests {
         .unwrap();
         let ours = lora_linear(x.as_tensor(), &wt, a.as_tensor(), b.as_tensor(), 0.7).unwrap();
         assert!(max_diff(&ours, &reference) < 1e-5);
-        let g_ref = (reference * &w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (g_ref, g_ours) = (weighted_grads(&reference, &w), weighted_grads(&ours, &w));
         for v in [&x, &a, &b] {
             assert!(
                 max_diff(
