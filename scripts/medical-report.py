@@ -47,11 +47,16 @@ def main():
         return None if s is None else headline(s)
 
     # Routed columns: (label, configuration for a task).
+    # (b) general routers trained on the skills' records; (a) stage 2: one router per task,
+    # trained on the task's own train items; (c) prototypes (no training).
     routers = [
         ("router (b) general", lambda t: "router:general"),
+        ("router (b) general-top1", lambda t: "router:general-top1"),
+        ("router (b) general-sparsemax", lambda t: "router:general-sparsemax"),
         ("router (a) task", lambda t: f"router:task-{t}"),
-        ("router (c) prototype", lambda t: "router:prototype"),
+        ("router (b) general-hidden", lambda t: "router:general-hidden"),
         ("router (b) general-embedding", lambda t: "router:general-embedding"),
+        ("router (c) prototype", lambda t: "router:prototype"),
     ]
 
     def best_single(task):
@@ -90,10 +95,28 @@ def main():
     for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
         md.append(f"| **{label}** | | " + " | ".join(pct(group_mean(group, c)) for c in columns) + " |")
     md.append("")
-    md.append("Scores in percent on each task's dev items (200, or 100–150 for the generation tasks): at 200 items a 95 %")
-    md.append("binomial interval is about ±7 points around 50 %, so differences of one or two points between")
-    md.append("configurations are within noise. The best single skill is picked per task with the dev scores")
-    md.append("themselves (an oracle choice, as a bound for routing).")
+    md.append("Scores in percent on each task's whole dev split. `general` is the pack's default router")
+    md.append("(segment-lexical features: no extra forward pass); `general-top1` and `general-sparsemax` are the")
+    md.append("same router committing to its top skill (when its weight is ≥ 0.5) or to a sparse set;")
+    md.append("`general-hidden` reads mean hidden states (one extra forward pass). The best single skill is")
+    md.append("picked per task with the dev scores themselves (an oracle choice, as a bound for routing).")
+    md.append("")
+    md.append("95 % bootstrap intervals over the items (differences inside them are noise):")
+    md.append("")
+    md.append("| task | items | base | general | task router |")
+    md.append("|---|---|---|---|---|")
+
+    def interval(config, task):
+        s = by.get((config, task))
+        if s is None or not s.get("interval"):
+            return "–"
+        lo, hi = s["interval"]
+        return f"{100 * headline(s):.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    for task in SEEN + UNSEEN:
+        items = by[("base", task)]["items"] if ("base", task) in by else "–"
+        md.append(f"| {TITLES[task]} | {items} | {interval('base', task)} | {interval('router:general', task)} "
+                  f"| {interval(f'router:task-{task}', task)} |")
     md.append("")
     md.append("## Targets")
     md.append("")
@@ -102,7 +125,7 @@ def main():
     md.append("")
     md.append("| group | router | mean | vs base | target | vs best single skill (points) | vs uniform (points) |")
     md.append("|---|---|---|---|---|---|---|")
-    order = ["router (b) general", "router (b) general-embedding", "router (a) task", "router (c) prototype"]
+    order = [label for label, _ in routers]
     for label, group, target in [("seen", SEEN, 20.0), ("unseen", UNSEEN, 30.0)]:
         base, uniform, single = (group_mean(group, c) for c in ("base", "uniform", "best single skill"))
         for column in order:
@@ -119,6 +142,44 @@ def main():
             name = column.removeprefix("router ")
             md.append(f"| {label} | {name} | {100 * v:.1f} | {gain:+.1f} % | +{target:.0f} %: {verdict} | {vs_single} ({ties}/{len(group)} tasks ≥) | {vs_uniform} |")
     md.append("")
+    user = os.path.join(a.work, "eval-user", "results.json")
+    if os.path.exists(user):
+        u = json.load(open(user))
+        ub = {(r["config"], r["task"]): headline(r) for r in u}
+        ucols = [c for c in ("base", "router:general", "router:general-top1") if any(k[0] == c for k in ub)]
+        md.append("## The same items as users word them")
+        md.append("")
+        md.append("`eval --prompt-variant user`: each dev item asked in a user's words (no skill template uses them).")
+        md.append("")
+        md.append("| task | " + " | ".join(c.removeprefix("router:") for c in ucols) + " |")
+        md.append("|---|" + "---|" * len(ucols))
+        for task in SEEN + UNSEEN:
+            md.append(f"| {TITLES[task]} | " + " | ".join(pct(ub.get((c, task))) for c in ucols) + " |")
+        for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
+            md.append(f"| **{label}** | " + " | ".join(pct(mean([ub.get((c, t)) for t in group])) for c in ucols) + " |")
+        md.append("")
+    freeform = os.path.join(a.work, "freeform.json")
+    if os.path.exists(freeform):
+        f = json.load(open(freeform))
+        md.append("## Routing prompts written in users' own words")
+        md.append("")
+        md.append(f"`skillpack router accuracy --set {f.get('set', 'examples/routing/freeform.jsonl')}`: the router's top skill "
+                  "is the skill the prompt was written for (hand-written prompts, none in any skill template).")
+        md.append("")
+        md.append("| router | features | top-1 | per skill (correct/prompts) |")
+        md.append("|---|---|---|---|")
+        for r in f["routers"]:
+            per = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(r["per_skill"].items()))
+            md.append(f"| {r['router']} | {r['features']} | {r['correct']}/{r['prompts']} ({100 * r['top1']:.0f} %) | {per} |")
+        md.append("")
+    curves = os.path.join(a.work, "curves.md")
+    if os.path.exists(curves):
+        md.append("## Skill training: dev loss")
+        md.append("")
+        md.append("![dev loss of every skill by step](dev-loss.svg)")
+        md.append("")
+        md.append(open(curves).read())
+        md.append("")
     bench = os.path.join(a.work, "router-bench.json")
     if os.path.exists(bench):
         b = json.load(open(bench))

@@ -22,7 +22,6 @@ fn error_message(err: &anyhow::Error) -> String {
 }
 
 fn main() -> std::process::ExitCode {
-    skillpack_train::tune_allocator();
     let cli = commands::Cli::parse();
     commands::init_logging(cli.verbose);
     match commands::dispatch(cli) {

@@ -2,12 +2,9 @@
 //! prompt and one set of weights, in one process.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::bail;
-use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
-use skillpack_pack::Pack;
-use skillpack_run::{parse_skill_weights, FusedLoad, Mode, SkillEngine};
+use skillpack_run::{bench_decode, DecodeBenchOptions};
 
 /// Measure prompt and decode speed of every way of applying weighted skills.
 #[derive(clap::Args)]
@@ -57,49 +54,6 @@ pub enum BenchCommand {
     Load(super::load::LoadArgs),
 }
 
-#[derive(serde::Serialize)]
-struct Row {
-    config: String,
-    adapters_set: usize,
-    total_rank: usize,
-    prompt_tps: f64,
-    decode_tps: f64,
-    prompt_ratio: f64,
-    decode_ratio: f64,
-    build_ms: f64,
-    rss_mib: f64,
-}
-
-/// Best-of-`reps` prompt and decode throughput with whatever adapters `ctx` has set.
-fn measure(
-    ctx: &mut Context<'_>,
-    prompt: &[i32],
-    gen: usize,
-    reps: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let (mut best_p, mut best_d) = (0f64, 0f64);
-    for _ in 0..reps {
-        ctx.clear_memory();
-        let t = Instant::now();
-        ctx.eval(prompt, 0, false)?;
-        best_p = best_p.max(prompt.len() as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        for i in 0..gen {
-            // Greedy, fixed length: the same work for every configuration.
-            let logits = ctx.logits(-1)?;
-            let next = logits
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i as i32)
-                .unwrap_or(0);
-            ctx.eval(&[next], prompt.len() + i, false)?;
-        }
-        best_d = best_d.max(gen as f64 / t.elapsed().as_secs_f64());
-    }
-    Ok((best_p, best_d))
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(BenchCommand::Load(load)) = args.command {
         return super::load::run(load);
@@ -111,132 +65,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => super::default_model()?,
     };
-    let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
-    let pack = Pack::open(&pack_dir)?;
-    pack.check(&skillpack_convert::GgufInfo::open(&model_path)?)?;
-    let n = pack.manifest.skills.len();
-    if n == 0 {
-        bail!("{} has no skills", pack_dir.display());
-    }
-    let weights = match &args.skills {
-        Some(spec) => parse_skill_weights(spec, &pack.manifest)?,
-        None => {
-            let raw: Vec<f32> = (0..n).map(|i| (-0.6 * i as f32).exp()).collect();
-            let sum: f32 = raw.iter().sum();
-            raw.iter().map(|w| w / sum).collect()
-        }
-    };
-    let mut engine = SkillEngine::new(&model, pack)?;
-    engine.min_weight = 0.0;
-    engine.energy = args.energy;
-    if let Some(t) = args.fused_type {
-        engine.fused_outtype = t;
-    }
-    let mut ctx = Context::new(
-        &model,
-        &ContextParams {
-            n_ctx: (args.prompt_tokens + args.gen_tokens + 16) as u32,
-            n_batch: args.prompt_tokens.max(32) as u32,
-            n_threads: Some(args.threads),
-            ..Default::default()
+    let bench = bench_decode(
+        &model_path,
+        &pack_dir,
+        &DecodeBenchOptions {
+            skills: args.skills.clone(),
+            top_k: args.top_k,
+            prompt_tokens: args.prompt_tokens,
+            gen_tokens: args.gen_tokens,
+            threads: args.threads,
+            reps: args.reps,
+            energy: args.energy,
+            fused_type: args.fused_type,
         },
     )?;
-    let text = "A 54-year-old man presents with chest pain radiating to the left arm, diaphoresis and shortness of breath. \
-                His history includes hypertension, type 2 diabetes treated with metformin, and smoking. ";
-    let mut prompt = Vec::new();
-    while prompt.len() < args.prompt_tokens {
-        prompt.extend(model.tokenize(text, prompt.is_empty(), false)?);
-    }
-    prompt.truncate(args.prompt_tokens);
-
-    let mut rows: Vec<Row> = Vec::new();
-    let push = |config: &str,
-                set: usize,
-                rank: usize,
-                (p, d): (f64, f64),
-                build_ms: f64,
-                rows: &mut Vec<Row>| {
-        let (bp, bd) = rows
-            .first()
-            .map(|r| (r.prompt_tps, r.decode_tps))
-            .unwrap_or((p, d));
-        rows.push(Row {
-            config: config.into(),
-            adapters_set: set,
-            total_rank: rank,
-            prompt_tps: p,
-            decode_tps: d,
-            prompt_ratio: p / bp,
-            decode_ratio: d / bd,
-            build_ms,
-            rss_mib: super::proc_status_mib("VmRSS:"),
-        });
-    };
-
-    ctx.clear_adapters()?;
-    let base = measure(&mut ctx, &prompt, args.gen_tokens, args.reps)?;
-    push("base", 0, 0, base, 0.0, &mut rows);
-
-    engine.top_k = args.top_k;
-    let mut mem_load_ms = 0.0;
-    for (label, mode) in [
-        ("multi", Mode::Multi),
-        ("fused", Mode::Fused),
-        ("fused-compressed", Mode::FusedCompressed),
-    ] {
-        let applied = engine.apply(&mut ctx, &weights, mode, 0)?;
-        if mode == Mode::Fused {
-            mem_load_ms = engine.last_load_ms;
-        }
-        let speeds = measure(&mut ctx, &prompt, args.gen_tokens, args.reps)?;
-        let set = if mode == Mode::Multi {
-            applied.selection.active.len()
-        } else {
-            1
-        };
-        push(
-            label,
-            set,
-            applied.total_rank,
-            speeds,
-            applied.build_ms,
-            &mut rows,
-        );
-    }
-    // Fused build through an unlinked tmpfs file instead of fmemopen (fresh cache).
-    let (tmp_engine_ms, tmp_load_ms) = {
-        let mut other = SkillEngine::new(&model, engine.pack().clone())?;
-        other.top_k = args.top_k;
-        other.min_weight = 0.0;
-        other.fused_load = FusedLoad::TmpFile;
-        let mut scratch = Context::new(
-            &model,
-            &ContextParams {
-                n_ctx: 64,
-                n_threads: Some(args.threads),
-                ..Default::default()
-            },
-        )?;
-        let build_ms = other
-            .apply(&mut scratch, &weights, Mode::Fused, 0)?
-            .build_ms;
-        (build_ms, other.last_load_ms)
-    };
-    engine.top_k = 0;
-    let applied = engine.apply(&mut ctx, &weights, Mode::Multi, 0)?;
-    let naive = measure(&mut ctx, &prompt, args.gen_tokens, args.reps)?;
-    push(
-        "naive (all skills)",
-        applied.selection.active.len(),
-        applied.total_rank,
-        naive,
-        0.0,
-        &mut rows,
-    );
-
-    let peak = super::proc_status_mib("VmHWM:");
-    let multi_vs_naive = rows[1].decode_tps / rows[4].decode_tps;
-    let fused_vs_naive = rows[2].decode_tps / rows[4].decode_tps;
+    let multi_vs_naive = bench.multi_decode_vs_naive();
+    let fused_vs_naive = bench.fused_decode_vs_naive();
     if args.json {
         super::print_json(&serde_json::json!({
             "model": model_path.display().to_string(),
@@ -244,12 +88,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "threads": args.threads,
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
-            "rows": rows,
-            "fused_build_ms_fmemopen": rows[2].build_ms,
-            "fused_build_ms_tmpfile": tmp_engine_ms,
-            "fused_load_ms_fmemopen": mem_load_ms,
-            "fused_load_ms_tmpfile": tmp_load_ms,
-            "peak_rss_mib": peak,
+            "rows": bench.rows,
+            "fused_build_ms_fmemopen": bench.fused_build_ms_fmemopen(),
+            "fused_build_ms_tmpfile": bench.fused_build_ms_tmpfile,
+            "fused_load_ms_fmemopen": bench.fused_load_ms_fmemopen,
+            "fused_load_ms_tmpfile": bench.fused_load_ms_tmpfile,
+            "peak_rss_mib": bench.peak_rss_mib,
             "multi_decode_vs_naive": multi_vs_naive,
             "fused_decode_vs_naive": fused_vs_naive,
         }))?;
@@ -274,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "build ms",
             "RSS MiB"
         );
-        for r in &rows {
+        for r in &bench.rows {
             println!(
                 "{:<20} {:>4} {:>6} {:>10.1} {:>7.3} {:>10.1} {:>7.3} {:>9.1} {:>8.1}",
                 r.config,
@@ -289,8 +133,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         println!(
-            "fused build: {:.1} ms via fmemopen (load {mem_load_ms:.1} ms), {:.1} ms via unlinked tmpfs file (load {tmp_load_ms:.1} ms); peak RSS {:.1} MiB",
-            rows[2].build_ms, tmp_engine_ms, peak
+            "fused build: {:.1} ms via fmemopen (load {:.1} ms), {:.1} ms via unlinked tmpfs file (load {:.1} ms); peak RSS {:.1} MiB",
+            bench.fused_build_ms_fmemopen(),
+            bench.fused_load_ms_fmemopen,
+            bench.fused_build_ms_tmpfile,
+            bench.fused_load_ms_tmpfile,
+            bench.peak_rss_mib
         );
         println!("decode speed vs naive: multi {multi_vs_naive:.2}×, fused {fused_vs_naive:.2}×");
     }

@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 
 use skillpack_llama::ChatMessage;
 
-use super::session::{with_session, SessionArgs};
+use super::session::SessionArgs;
 
 /// Chat interactively. Commands: /reset (forget history), /skills SKILL=W,... (new weights), /quit.
 #[derive(clap::Args)]
@@ -15,14 +15,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    with_session(&args.session, |s| {
+    skillpack_run::with_session(&args.session.options()?, |s| {
         let params = args.session.generate_params();
         let mut history: Vec<ChatMessage> = args.session.system_message().into_iter().collect();
         let stdin = std::io::stdin();
         let mut out = std::io::stdout();
         eprintln!(
             "chat with {} — /reset, /skills SKILL=W,..., /quit",
-            s.model.path().display()
+            s.model().path().display()
         );
         loop {
             write!(out, "> ")?;
@@ -43,18 +43,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 _ => {}
             }
             if let Some(spec) = line.strip_prefix("/skills") {
-                match &s.engine {
-                    Some(engine) => match skillpack_run::parse_skill_weights(
-                        spec.trim(),
-                        &engine.pack().manifest,
-                    ) {
-                        Ok(w) => {
-                            s.weights = Some(w);
-                            eprintln!("(weights set)");
-                        }
+                if s.pack().is_none() {
+                    eprintln!("error: no --pack loaded");
+                } else {
+                    match s.set_skill_weights(spec.trim()) {
+                        Ok(()) => eprintln!("(weights set)"),
                         Err(e) => eprintln!("error: {e}"),
-                    },
-                    None => eprintln!("error: no --pack loaded"),
+                    }
                 }
                 continue;
             }
@@ -68,13 +63,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 tokens.len(),
                 history.len()
             );
-            if tokens.len() + params.max_tokens > s.ctx.n_ctx() {
+            if tokens.len() + params.max_tokens > s.n_ctx() {
                 eprintln!("(context full: /reset to start over)");
                 history.pop();
                 continue;
             }
-            s.apply(&tokens, tokens.len() + params.max_tokens)?;
-            let generation = skillpack_run::generate(&mut s.ctx, &tokens, &params, |piece| {
+            let applied = s.apply(&tokens, tokens.len() + params.max_tokens)?;
+            if args.session.show_weights {
+                eprintln!("{}", s.describe_applied(applied.as_ref()));
+            }
+            let generation = s.generate(&tokens, &params, |piece| {
                 let _ = out.write_all(piece.as_bytes());
                 let _ = out.flush();
             })?;

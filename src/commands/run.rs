@@ -4,7 +4,7 @@ use std::io::Write;
 
 use skillpack_llama::ChatMessage;
 
-use super::session::{with_session, SessionArgs};
+use super::session::SessionArgs;
 
 /// Answer one prompt, with a skill pack's weighted skills (or raw LoRA adapters) applied.
 #[derive(clap::Args)]
@@ -29,9 +29,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         !args.prompt.trim().is_empty(),
         "the prompt is empty: give the question as the last argument"
     );
-    with_session(&args.session, |s| {
+    skillpack_run::with_session(&args.session.options()?, |s| {
         let tokens = if args.raw {
-            s.model.tokenize(&args.prompt, true, true)?
+            s.model().tokenize(&args.prompt, true, true)?
         } else {
             let mut messages: Vec<ChatMessage> =
                 args.session.system_message().into_iter().collect();
@@ -43,24 +43,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let params = args.session.generate_params();
         let applied = s.apply(&tokens, tokens.len() + params.max_tokens)?;
+        if args.session.show_weights {
+            eprintln!("{}", s.describe_applied(applied.as_ref()));
+        }
         let mut stdout = std::io::stdout().lock();
         let json = args.json;
-        let generation = skillpack_run::generate(&mut s.ctx, &tokens, &params, |piece| {
+        let generation = s.generate(&tokens, &params, |piece| {
             if !json {
                 let _ = stdout.write_all(piece.as_bytes());
                 let _ = stdout.flush();
             }
         })?;
         if json {
-            let skills = match (&applied, &s.engine) {
-                (Some(a), Some(e)) => a
-                    .selection
-                    .active
-                    .iter()
-                    .map(|(i, w)| (e.pack().manifest.skills[*i].id.clone(), *w))
-                    .collect::<Vec<_>>(),
-                _ => Vec::new(),
-            };
+            let skills = applied
+                .as_ref()
+                .map(|a| s.skill_weights(a))
+                .unwrap_or_default();
             super::print_json(&serde_json::json!({
                 "text": generation.text,
                 "skills": skills,

@@ -1,17 +1,13 @@
-//! What `run` and `chat` share: the model, the pack and its weights, sampling, the context.
+//! Flags that `run`, `chat` and `eval` share, and their conversion to the library's options.
 
 use std::path::PathBuf;
 
-use anyhow::bail;
-use skillpack_llama::{
-    Backend, ChatMessage, Context, ContextParams, LoraAdapter, Model, ModelParams, SamplerParams,
-};
-use skillpack_pack::Pack;
-use skillpack_run::{parse_skill_weights, Applied, GenerateParams, Mode, SkillEngine};
+use skillpack_llama::{ChatMessage, SamplerParams};
+use skillpack_run::{GenerateParams, Mode, SessionOptions};
 
-/// Model, skills and sampling options.
+/// The model, the skill pack and the context: what every command running the model takes.
 #[derive(clap::Args, Clone)]
-pub struct SessionArgs {
+pub struct ModelArgs {
     /// GGUF model (default: models/SmolLM2-135M-Instruct.Q4_1.gguf from setup).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -24,6 +20,32 @@ pub struct SessionArgs {
     /// Run the base model without any skill.
     #[arg(long)]
     pub no_skills: bool,
+    /// How weighted skills are applied: multi, fused, fused-compressed, auto.
+    #[arg(long, default_value = "auto")]
+    pub mode: Mode,
+    /// CPU threads (default: llama.cpp's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Context length.
+    #[arg(long, default_value_t = 2048)]
+    pub ctx_size: u32,
+}
+
+impl ModelArgs {
+    /// `--model`, or the installed default model.
+    pub fn model_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.model {
+            Some(path) => Ok(path.clone()),
+            None => super::default_model(),
+        }
+    }
+}
+
+/// Model, skills and sampling options.
+#[derive(clap::Args, Clone)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Route with this router of the pack (default: the pack's default router).
     #[arg(long)]
     pub router: Option<String>,
@@ -33,9 +55,6 @@ pub struct SessionArgs {
     /// Print the skill weights and how they were applied (stderr).
     #[arg(long)]
     pub show_weights: bool,
-    /// How weighted skills are applied: multi, fused, fused-compressed, auto.
-    #[arg(long, default_value = "auto")]
-    pub mode: Mode,
     /// Fraction of the fused delta's Frobenius energy kept by fused-compressed.
     #[arg(long, default_value_t = 0.999)]
     pub energy: f64,
@@ -70,15 +89,28 @@ pub struct SessionArgs {
     /// Stop when the output contains this string; repeatable.
     #[arg(long = "stop")]
     pub stops: Vec<String>,
-    /// CPU threads (default: llama.cpp's choice).
-    #[arg(long)]
-    pub threads: Option<i32>,
-    /// Context length.
-    #[arg(long, default_value_t = 2048)]
-    pub ctx_size: u32,
 }
 
 impl SessionArgs {
+    /// The library's session options (the default model when --model is omitted).
+    pub fn options(&self) -> anyhow::Result<SessionOptions> {
+        Ok(SessionOptions {
+            model: self.model.model_path()?,
+            pack: self.model.pack.clone(),
+            skills: self.model.skills.clone(),
+            no_skills: self.model.no_skills,
+            router: self.router.clone(),
+            router_temperature: self.router_temperature,
+            mode: self.model.mode,
+            energy: self.energy,
+            top_k: self.top_k,
+            min_weight: self.min_weight,
+            loras: self.loras.clone(),
+            ctx_size: self.model.ctx_size,
+            threads: self.model.threads,
+        })
+    }
+
     pub fn generate_params(&self) -> GenerateParams {
         GenerateParams {
             max_tokens: self.max_tokens,
@@ -100,187 +132,5 @@ impl SessionArgs {
             role: "system".into(),
             content: s.clone(),
         })
-    }
-}
-
-fn parse_lora(spec: &str) -> (PathBuf, f32) {
-    if let Some((path, scale)) = spec.rsplit_once(':') {
-        if let Ok(s) = scale.parse::<f32>() {
-            return (PathBuf::from(path), s);
-        }
-    }
-    (PathBuf::from(spec), 1.0)
-}
-
-/// A loaded model with its context, and the skills to apply.
-pub struct Session<'m> {
-    pub model: &'m Model,
-    pub ctx: Context<'m>,
-    pub engine: Option<SkillEngine<'m>>,
-    /// One weight per pack skill (None: base model, raw --lora adapters, or routed).
-    pub weights: Option<Vec<f32>>,
-    /// The router and its feature extractor, when the weights come per prompt.
-    pub router: Option<(
-        skillpack_route::Router,
-        skillpack_route::FeatureExtractor<'m>,
-    )>,
-    loras: Vec<(LoraAdapter<'m>, f32)>,
-    args: SessionArgs,
-}
-
-/// Loads the model named by `args` and runs `f` with a ready session.
-pub fn with_session<R>(
-    args: &SessionArgs,
-    f: impl FnOnce(&mut Session<'_>) -> anyhow::Result<R>,
-) -> anyhow::Result<R> {
-    let model_path = match &args.model {
-        Some(p) => p.clone(),
-        None => super::default_model()?,
-    };
-    if args.pack.is_some() && !args.loras.is_empty() {
-        bail!("use either --pack or --lora, not both");
-    }
-    let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
-    let ctx = Context::new(
-        &model,
-        &ContextParams {
-            n_ctx: args.ctx_size,
-            n_threads: args.threads,
-            ..Default::default()
-        },
-    )?;
-    let mut session = Session {
-        model: &model,
-        ctx,
-        engine: None,
-        weights: None,
-        router: None,
-        loras: Vec::new(),
-        args: args.clone(),
-    };
-    if let Some(dir) = &args.pack {
-        let pack = Pack::open(dir)?;
-        pack.check(&skillpack_convert::GgufInfo::open(&model_path)?)?;
-        let mut engine = SkillEngine::new(&model, pack)?;
-        engine.energy = args.energy;
-        if let Some(k) = args.top_k {
-            engine.top_k = k;
-        }
-        if let Some(w) = args.min_weight {
-            engine.min_weight = w;
-        }
-        if !args.no_skills {
-            match &args.skills {
-                Some(spec) => {
-                    session.weights = Some(parse_skill_weights(spec, &engine.pack().manifest)?);
-                }
-                None => {
-                    let router = skillpack_run::load_router(
-                        engine.pack(),
-                        args.router.as_deref(),
-                        &model,
-                        &model_path,
-                    )?
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("the pack has no router: give weights with --skills SKILL=W,... or use --no-skills")
-                    })?;
-                    let extractor = skillpack_route::FeatureExtractor::new(
-                        &model,
-                        &model_path,
-                        router.config.features,
-                        args.threads,
-                    )?;
-                    session.router = Some((router, extractor));
-                }
-            }
-        }
-        session.engine = Some(engine);
-    } else if args.skills.is_some() {
-        bail!("--skills needs --pack");
-    }
-    if !args.no_skills {
-        for spec in &args.loras {
-            let (path, scale) = parse_lora(spec);
-            session
-                .loras
-                .push((LoraAdapter::load(&model, &path)?, scale));
-        }
-    }
-    f(&mut session)
-}
-
-impl<'m> Session<'m> {
-    /// Sets the session's skills on the context for `prompt` and a generation of about
-    /// `expected_tokens` (routing the prompt when the pack's router decides the weights).
-    pub fn apply(
-        &mut self,
-        prompt: &[skillpack_llama::Token],
-        expected_tokens: usize,
-    ) -> anyhow::Result<Option<Applied>> {
-        if let (Some((router, extractor)), Some(engine)) = (&mut self.router, &self.engine) {
-            let skills: Vec<String> = engine
-                .pack()
-                .manifest
-                .skills
-                .iter()
-                .map(|s| s.id.clone())
-                .collect();
-            let features = extractor.features(prompt)?;
-            self.weights =
-                Some(router.weights_for(&features, self.args.router_temperature, &skills)?);
-        }
-        match (&mut self.engine, &self.weights) {
-            (Some(engine), Some(weights)) => {
-                let applied =
-                    engine.apply(&mut self.ctx, weights, self.args.mode, expected_tokens)?;
-                tracing::info!("skills applied as {:?}: {}", applied.mode, applied.reason);
-                if self.args.show_weights {
-                    let names: Vec<String> = applied
-                        .selection
-                        .active
-                        .iter()
-                        .map(|(i, w)| format!("{}={w:.3}", engine.pack().manifest.skills[*i].id))
-                        .collect();
-                    eprintln!(
-                        "[skills] {} via {:?} ({}){}",
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(" ")
-                        },
-                        applied.mode,
-                        applied.reason,
-                        if applied.build_ms > 0.0 {
-                            format!(", built in {:.1} ms", applied.build_ms)
-                        } else {
-                            String::new()
-                        }
-                    );
-                }
-                Ok(Some(applied))
-            }
-            _ => {
-                let set: Vec<(&LoraAdapter<'m>, f32)> =
-                    self.loras.iter().map(|(a, s)| (a, *s)).collect();
-                self.ctx.set_adapters(&set)?;
-                if self.args.show_weights {
-                    eprintln!(
-                        "[skills] {}",
-                        if set.is_empty() {
-                            "none (base model)".to_string()
-                        } else {
-                            self.args.loras.join(" ")
-                        }
-                    );
-                }
-                Ok(None)
-            }
-        }
-    }
-
-    /// Renders `messages` with the model's chat template and tokenizes them.
-    pub fn prompt_tokens(&self, messages: &[ChatMessage]) -> anyhow::Result<Vec<i32>> {
-        let text = self.model.apply_chat_template(messages, true)?;
-        Ok(self.model.tokenize(&text, true, true)?)
     }
 }

@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use skillpack_llama::{Backend, Context, ContextParams, LoraAdapter, Model, ModelParams};
 
 pub mod http;
+mod paths;
 
-/// Repository root.
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub use paths::*;
 
 /// `../shared/data/raw` (or `$SKILLPACK_RAW_DATA`), checked like the fixtures.
 pub fn raw_data() -> PathBuf {
@@ -40,49 +38,9 @@ pub fn skillpack(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (bool, String, String)
     (out.status.success(), stdout, stderr)
 }
 
-/// `../shared/fixtures` (or `$SKILLPACK_FIXTURES`). Panics with a clear message when absent:
-/// the parity tests must not silently pass without their oracle.
-pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("SKILLPACK_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/fixtures"));
-    assert!(
-        dir.join("prompts.json").is_file(),
-        "fixtures not found at {} (set SKILLPACK_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
-
-/// The default model installed by scripts/setup.sh (or `$SKILLPACK_MODEL`).
-pub fn default_model() -> PathBuf {
-    let p = std::env::var_os("SKILLPACK_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert!(
-        p.is_file(),
-        "default model not found at {} (run scripts/setup.sh)",
-        p.display()
-    );
-    p
-}
-
 /// Token ids of the fixture prompts.
 pub fn prompt_ids() -> Vec<Vec<i32>> {
-    let text = std::fs::read_to_string(fixtures().join("prompts.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p.as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_i64().unwrap() as i32)
-                .collect()
-        })
-        .collect()
+    fixture_prompt_ids()
 }
 
 /// Reference logits file: `prompt{i}.last` (f32) and `prompt{i}.argmax` (i64).
@@ -120,25 +78,6 @@ impl RefLogits {
 
 #[allow(unused_imports)] // not every test file compares vectors
 pub use skillpack_train::cosine;
-
-pub fn sub(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x - y).collect()
-}
-
-pub fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap()
-}
-
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 pub fn load_model(path: &std::path::Path) -> Model {
     Model::load(Backend::get(), path, &ModelParams::default()).unwrap()

@@ -11,6 +11,43 @@
 //! Threads: a `skillpack_pack` may move between threads but is used by one thread at a time
 //! (calls on the same pack must not overlap); different packs are independent. The last error
 //! is per thread.
+//!
+//! The calls, shown from Rust (a C program makes the same ones: `examples/c/route_and_generate.c`):
+//!
+//! ```
+//! use std::ffi::{CStr, CString};
+//! use skillpack_capi::*;
+//! use skillpack_convert::{convert, ConvertOptions, GgufInfo, PeftAdapter};
+//! use skillpack_llama::{Backend, Model, ModelParams};
+//! # let fixtures = std::env::var_os("SKILLPACK_FIXTURES").map(std::path::PathBuf::from)
+//! #     .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+//! // A one-skill pack for the tiny Qwen2 fixture.
+//! let qwen2 = fixtures.join("arch/tiny-qwen2");
+//! let model_path = qwen2.join("tiny-qwen2-f32.gguf");
+//! let base = GgufInfo::open(&model_path)?;
+//! let dir = tempfile::tempdir()?;
+//! let mut pack = skillpack_pack::Pack::create(dir.path(), "demo", "", &base)?;
+//! let adapter = convert(&PeftAdapter::load(&qwen2.join("peft-lora"))?, &base, &ConvertOptions::default())?;
+//! pack.add_skill("lora", "lora", "", &adapter.gguf, &base)?;
+//!
+//! // The caller's model, as a llama.cpp program holds it.
+//! let model = Model::load(Backend::get(), &model_path, &ModelParams::default())?;
+//! let path = CString::new(model_path.to_str().unwrap())?;
+//! let pack_dir = CString::new(dir.path().to_str().unwrap())?;
+//! let mut handle = std::ptr::null_mut();
+//! unsafe {
+//!     assert_eq!(skillpack_pack_open(model.raw(), path.as_ptr(), pack_dir.as_ptr(), &mut handle), SKILLPACK_OK);
+//!     assert_eq!(skillpack_skill_count(handle), 1);
+//!     assert_eq!(CStr::from_ptr(skillpack_skill_id(handle, 0)).to_str()?, "lora");
+//!     // This pack has no router: the caller gives weights to skillpack_apply instead.
+//!     let prompt = CString::new("What causes anaemia?")?;
+//!     let mut weights = [0f32; 1];
+//!     assert_eq!(skillpack_route(handle, prompt.as_ptr(), weights.as_mut_ptr(), 1), SKILLPACK_ERR_NO_ROUTER);
+//!     println!("{}", CStr::from_ptr(skillpack_last_error()).to_string_lossy());
+//!     skillpack_pack_free(handle);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -365,37 +365,8 @@ pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<u64> {
-    let io_err = |source| ConvertError::Io {
+    skillpack_data::write_atomic_with(path, write).map_err(|source| ConvertError::Io {
         path: path.into(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        io_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "no file name",
-        ))
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        write(&mut out)?;
-        out.flush()?;
-        let file = out.get_mut();
-        let bytes = file.stream_position()?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(bytes)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err)
+    })
 }

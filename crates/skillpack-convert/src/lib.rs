@@ -10,6 +10,25 @@
 //!   `lora_alpha / (init_r + 1e-5)`), permutes q/k rows as llama.cpp's HF converter does, checks
 //!   every shape against the base model and returns a GGUF image.
 //! * [`inspect`] describes a model, a GGUF adapter or a PEFT directory.
+//!
+//! ```
+//! use skillpack_convert::{convert, ConvertOptions, GgufInfo, PeftAdapter};
+//! # let fixtures = std::env::var_os("SKILLPACK_FIXTURES").map(std::path::PathBuf::from)
+//! #     .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+//! let family = fixtures.join("arch/tiny-qwen2");
+//! let peft = PeftAdapter::load(&family.join("peft-adalora"))?;
+//! let base = GgufInfo::open(&family.join("tiny-qwen2-f32.gguf"))?;
+//! let adapter = convert(&peft, &base, &ConvertOptions::default())?;
+//!
+//! // AdaLoRA's allocator pruned some modules to rank 0: they carry no delta and are dropped.
+//! let dropped = adapter.report.dropped_zero_rank;
+//! assert!(dropped > 0);
+//! let out = std::env::temp_dir().join(format!("skillpack-doc-{}.gguf", std::process::id()));
+//! adapter.write(&out)?;
+//! assert_eq!(GgufInfo::open(&out)?.tensors.len(), 2 * (peft.modules.len() - dropped));
+//! # std::fs::remove_file(&out)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //! * [`ARCHITECTURES`] is the one table of supported model families every stage reads.
 
 mod arch;
@@ -36,6 +55,20 @@ pub use rng::SeededNormal;
 
 /// Result alias for this crate.
 pub type Result<T, E = ConvertError> = std::result::Result<T, E>;
+
+/// A memory figure of this process from `/proc/self/status` in MiB (`"VmRSS:"` now,
+/// `"VmHWM:"` peak); 0 where the file does not exist. The benches and the trainer report it.
+pub fn process_memory_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
 
 /// A candle error's message without the backtrace candle attaches when `RUST_BACKTRACE` is
 /// set: users see what was wrong with their file, not candle's stack.

@@ -3,7 +3,29 @@
 //! several phrasings of each query, deterministic splits, data cards, and contamination checks
 //! against the nine evaluation tasks ([`tasks`]). Reads only the raw files given to it; never
 //! copies them.
+//!
+//! ```
+//! use skillpack_data::tasks::{self, Split, Target};
+//! # let raw = std::env::var_os("SKILLPACK_RAW_DATA").map(std::path::PathBuf::from)
+//! #     .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/raw"));
+//! // PubMedQA's labelled questions, split deterministically into router-training and dev items.
+//! let items = tasks::load("pubmedqa", &raw)?;
+//! let dev = tasks::select(items, Split::Dev);
+//! assert!(dev.len() > 50);
+//! match &dev[0].target {
+//!     Target::Choice { options, gold } => {
+//!         assert_eq!(options, &["yes", "no", "maybe"]);
+//!         assert!(*gold < 3);
+//!     }
+//!     other => panic!("PubMedQA is a choice task, not {other:?}"),
+//! }
+//! // The same user message every stage (training data, routing, evaluation) builds.
+//! let message = skillpack_data::user_message(&dev[0].context, &dev[0].query);
+//! assert!(message.contains(&dev[0].query));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod atomic;
 pub mod overlap;
 pub mod pubtator;
 pub mod raw;
@@ -18,6 +40,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use atomic::write_atomic_with;
 pub use skills::{SkillInfo, SKILLS};
 
 /// One instruction record.
@@ -235,20 +258,18 @@ pub struct DataCard {
     pub sha256: BTreeMap<String, String>,
 }
 
-/// Writes text atomically (temporary file, then rename).
+/// Writes `bytes` to `path` atomically ([`write_atomic_with`]), creating its directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |source| DataError::Io {
         path: path.into(),
         source,
     };
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    write_atomic_with(path, |w| w.write_all(bytes))
+        .map(|_| ())
+        .map_err(io)
 }
 
 /// JSONL bytes of `records`.

@@ -32,12 +32,7 @@ impl<'m> SkillPolicy<'m> for FixedWeights<'m> {
         let applied = self
             .engine
             .apply(ctx, &self.weights, self.mode, expected_tokens)?;
-        Ok(applied
-            .selection
-            .active
-            .iter()
-            .map(|(i, w)| (self.engine.pack().manifest.skills[*i].id.clone(), *w))
-            .collect())
+        Ok(self.engine.named_weights(&applied.selection))
     }
 }
 
@@ -89,11 +84,6 @@ impl<'m> SkillPolicy<'m> for Routed<'m> {
         let applied = self
             .engine
             .apply(ctx, &weights, self.mode, expected_tokens)?;
-        Ok(applied
-            .selection
-            .active
-            .iter()
-            .map(|(i, w)| (self.skills[*i].clone(), *w))
-            .collect())
+        Ok(self.engine.named_weights(&applied.selection))
     }
 }

@@ -11,6 +11,31 @@
 //! * [`Context::set_adapters`]: N adapters with N scales set in one `llama_set_adapters_lora` call;
 //! * [`Sampler`]: llama.cpp's sampler chain.
 //!
+//! ```
+//! use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
+//! # let fixtures = std::env::var_os("SKILLPACK_FIXTURES").map(std::path::PathBuf::from)
+//! #     .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+//! let fx = fixtures.join("tiny-llama");
+//! let model = Model::load(Backend::get(), &fx.join("tiny-llama-f32.gguf"), &ModelParams::default())?;
+//! let prompts: serde_json::Value =
+//!     serde_json::from_str(&std::fs::read_to_string(fixtures.join("prompts.json"))?)?;
+//! let ids: Vec<i32> = prompts["token_ids"][0].as_array().unwrap().iter()
+//!     .map(|t| t.as_i64().unwrap() as i32).collect();
+//!
+//! let mut ctx = Context::new(&model, &ContextParams { kv_f32: true, ..Default::default() })?;
+//! ctx.eval(&ids, 0, false)?;
+//! let ours = ctx.logits(-1)?;
+//!
+//! // The same prompt through PyTorch (the fixture's oracle).
+//! let bytes = std::fs::read(fx.join("logits_base.safetensors"))?;
+//! let reference = safetensors::SafeTensors::deserialize(&bytes)?;
+//! let torch: Vec<f32> = reference.tensor("prompt0.last")?.data().chunks_exact(4)
+//!     .map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+//! let max_diff = ours.iter().zip(&torch).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+//! assert!(max_diff < 1e-2, "max |diff| {max_diff}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Safety model
 //!
 //! * Every raw pointer is owned by exactly one RAII value and freed in its `Drop`.

@@ -6,6 +6,28 @@
 //! against a base model before llama.cpp sees it, naming the first tensor that does not fit.
 //! [`fuse`] combines weighted skills into one adapter; [`export_lora`] writes such a weighting as
 //! one standard GGUF LoRA and [`merge_into_model`] folds it into a copy of the base model.
+//!
+//! ```
+//! use skillpack_convert::{convert, ConvertOptions, GgufInfo, PeftAdapter};
+//! use skillpack_pack::Pack;
+//! # let fixtures = std::env::var_os("SKILLPACK_FIXTURES").map(std::path::PathBuf::from)
+//! #     .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+//! let qwen2 = fixtures.join("arch/tiny-qwen2");
+//! let base = GgufInfo::open(&qwen2.join("tiny-qwen2-f32.gguf"))?;
+//! let dir = tempfile::tempdir()?;
+//! let mut pack = Pack::create(dir.path(), "demo", "two skills for tiny Qwen2", &base)?;
+//! for (id, peft) in [("lora", "peft-lora"), ("adalora", "peft-adalora")] {
+//!     let adapter = convert(&PeftAdapter::load(&qwen2.join(peft))?, &base, &ConvertOptions::default())?;
+//!     pack.add_skill(id, id, "a fixture adapter", &adapter.gguf, &base)?;
+//! }
+//! assert_eq!(Pack::open(dir.path())?.check(&base)?.skills, 2);
+//!
+//! // Another model (here of the same shapes) is refused before llama.cpp sees the adapters.
+//! let qwen3 = GgufInfo::open(&fixtures.join("arch/tiny-qwen3/tiny-qwen3-f32.gguf"))?;
+//! let refused = pack.check(&qwen3).unwrap_err().to_string();
+//! assert!(refused.contains("built for qwen2"), "{refused}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod export;
 mod fuse;

@@ -180,6 +180,15 @@ impl<'m> SkillEngine<'m> {
         &self.pack
     }
 
+    /// The skills of `selection` by id, with their weights, strongest first.
+    pub fn named_weights(&self, selection: &Selection) -> Vec<(String, f32)> {
+        selection
+            .active
+            .iter()
+            .map(|(i, w)| (self.pack.manifest.skills[*i].id.clone(), *w))
+            .collect()
+    }
+
     /// Fused adapters currently cached.
     pub fn cached(&self) -> usize {
         self.cache.len()

@@ -68,6 +68,17 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// A runtime error as the server answers it: an unknown router is the request's fault (400 on
+/// `route`), anything else is the server's (500).
+impl From<skillpack_run::RunError> for ApiError {
+    fn from(e: skillpack_run::RunError) -> Self {
+        match e {
+            skillpack_run::RunError::UnknownRouter(_) => ApiError::invalid("route", e.to_string()),
+            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();

@@ -1,7 +1,8 @@
 //! From a parsed request to what a slot must do: the prompt, sampling, and which skills —
 //! everything that can be refused without the model is refused here, naming the field.
 
-use skillpack_llama::{ChatMessage, SamplerParams};
+use axum::http::StatusCode;
+use skillpack_llama::{ChatMessage, Model, SamplerParams, Token};
 use skillpack_pack::Manifest;
 use skillpack_run::{GenerateParams, MAX_SKILL_WEIGHT};
 
@@ -282,6 +283,32 @@ pub fn skill_choice(
             ),
         )),
     }
+}
+
+/// Renders (chat) and tokenizes a prompt as `skillpack run` does.
+pub fn prompt_tokens(model: &Model, prompt: &Prompt) -> Result<Vec<Token>, ApiError> {
+    let internal = |e: skillpack_llama::LlamaError| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    };
+    let (tokens, field) = match prompt {
+        Prompt::Chat(messages) => {
+            let text = model
+                .apply_chat_template(messages, true)
+                .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            (
+                model.tokenize(&text, true, true).map_err(internal)?,
+                "messages",
+            )
+        }
+        Prompt::Text(text) => (
+            model.tokenize(text, true, true).map_err(internal)?,
+            "prompt",
+        ),
+    };
+    if tokens.is_empty() {
+        return Err(ApiError::invalid(field, "the prompt has no tokens"));
+    }
+    Ok(tokens)
 }
 
 #[cfg(test)]

@@ -24,12 +24,13 @@ use axum::routing::{get, post};
 use futures_util::StreamExt;
 use skillpack_llama::{Backend, Model, ModelParams};
 use skillpack_pack::Pack;
-use skillpack_run::select_active;
+use skillpack_run::{select_active, Routing};
 
 use crate::api::{parse_body, sse_data, ApiError, SkillReport, SSE_DONE};
 use crate::metrics::Metrics;
-use crate::plan::{plan_chat, plan_completion, Limits, PackView, Prompt, SkillChoice};
-use crate::routing::{prompt_tokens, Routing};
+use crate::plan::{
+    plan_chat, plan_completion, prompt_tokens, Limits, PackView, Prompt, SkillChoice,
+};
 use crate::server::Endpoint;
 use crate::slots::{next_job, Queue};
 use crate::ServeError;
@@ -331,14 +332,14 @@ impl<'m> RouteWorker<'m> {
     fn new(model: &'m Model, pack: &Pack, model_path: &Path) -> Result<Self, String> {
         Ok(RouteWorker {
             model,
-            routing: Routing::new(model, pack, model_path, None)?,
+            routing: Routing::all(model, pack, model_path, None).map_err(|e| e.to_string())?,
         })
     }
 
     fn serve(mut self, rx: &Mutex<Receiver<RouteJob>>, metrics: &Metrics) {
         while let Some(job) = next_job(rx, metrics) {
             let result = prompt_tokens(self.model, &job.prompt)
-                .and_then(|tokens| self.routing.weights(&job.router, &tokens));
+                .and_then(|tokens| Ok(self.routing.weights(&job.router, &tokens, None)?));
             let _ = job.reply.send(result);
         }
     }

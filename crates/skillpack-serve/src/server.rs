@@ -87,6 +87,16 @@ impl Endpoint {
 /// Loads the model and pack, starts the slots, and serves until SIGINT/SIGTERM (then finishes
 /// in-flight requests). `on_ready` gets the bound address once requests can be taken.
 pub fn serve(cfg: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    serve_until(cfg, on_ready, crate::shutdown_signal())
+}
+
+/// [`serve`], shutting down when `shutdown` resolves instead of on a signal (an embedding
+/// program or a test decides when the server ends).
+pub fn serve_until(
+    cfg: ServeConfig,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     if cfg.slots == 0 {
         return Err(ServeError::Invalid("--slots must be at least 1".into()));
     }
@@ -155,7 +165,7 @@ pub fn serve(cfg: ServeConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), 
         }
         let result = match failure {
             Some(e) => Err(ServeError::Invalid(format!("starting the slots: {e}"))),
-            None => run_http(cfg.addr, state.clone(), on_ready),
+            None => run_http(cfg.addr, state.clone(), on_ready, shutdown),
         };
         // Let the slots drain what is queued and exit, whatever happened.
         state.queue.close();
@@ -167,6 +177,7 @@ fn run_http(
     addr: SocketAddr,
     state: Arc<AppState>,
     on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -181,7 +192,7 @@ fn run_http(
         let app = router(state);
         on_ready(bound);
         axum::serve(listener, app)
-            .with_graceful_shutdown(crate::shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServeError::Io)
     })

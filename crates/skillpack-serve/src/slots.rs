@@ -11,13 +11,12 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use skillpack_llama::{Context, ContextParams, Model, Token};
 use skillpack_pack::Pack;
-use skillpack_run::{generate_until, Generation, Mode, SkillEngine};
+use skillpack_run::{generate_until, Generation, Mode, Routing, SkillEngine};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{ApiError, SkillReport};
 use crate::metrics::Metrics;
-use crate::plan::{Plan, SkillChoice};
-use crate::routing::{prompt_tokens, Routing};
+use crate::plan::{prompt_tokens, Plan, SkillChoice};
 
 /// What a slot reports back about one request, in order: `Start`, any `Text`, then `Done` —
 /// or a single `Error` instead of all of them.
@@ -156,7 +155,10 @@ impl<'m> Slot<'m> {
         };
         if let Some(dir) = &cfg.pack {
             let pack = Pack::open(dir).map_err(|e| e.to_string())?;
-            slot.routing = Some(Routing::new(model, &pack, &cfg.model_path, cfg.threads)?);
+            slot.routing = Some(
+                Routing::all(model, &pack, &cfg.model_path, cfg.threads)
+                    .map_err(|e| e.to_string())?,
+            );
             slot.engine = Some(SkillEngine::new(model, pack).map_err(|e| e.to_string())?);
         }
         Ok(slot)
@@ -182,7 +184,6 @@ impl<'m> Slot<'m> {
         tokens: &[Token],
         expected: usize,
     ) -> Result<SkillReport, ApiError> {
-        let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
         let weights = match choice {
             SkillChoice::None => None,
             SkillChoice::Manual(w) => Some(w.clone()),
@@ -190,7 +191,7 @@ impl<'m> Slot<'m> {
                 self.routing
                     .as_mut()
                     .ok_or_else(|| ApiError::invalid("route", "this server has no pack"))?
-                    .weights(name, tokens)?,
+                    .weights(name, tokens, None)?,
             ),
         };
         let mut report = SkillReport {
@@ -201,21 +202,14 @@ impl<'m> Slot<'m> {
         };
         match (weights, &mut self.engine) {
             (Some(w), Some(engine)) => {
-                let applied = engine
-                    .apply(&mut self.ctx, &w, self.mode, expected)
-                    .map_err(|e| internal(e.to_string()))?;
-                report.weights = applied
-                    .selection
-                    .active
-                    .iter()
-                    .map(|(i, w)| (engine.pack().manifest.skills[*i].id.clone(), *w))
-                    .collect();
+                let applied = engine.apply(&mut self.ctx, &w, self.mode, expected)?;
+                report.weights = engine.named_weights(&applied.selection);
                 report.mode = Some(applied.mode.as_str().to_string());
             }
             _ => {
                 self.ctx
                     .clear_adapters()
-                    .map_err(|e| internal(e.to_string()))?;
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             }
         }
         Ok(report)
@@ -260,8 +254,7 @@ impl<'m> Slot<'m> {
                     first = false;
                 }
                 events.send(Event::Text(piece.to_string())).is_ok()
-            })
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            })?;
             metrics.tokens(generation.prompt_tokens, generation.generated_tokens);
             if generation.finish == "cancelled" {
                 metrics.cancelled();

@@ -14,6 +14,22 @@ pub enum Method {
     AdaLora,
 }
 
+impl std::str::FromStr for Method {
+    type Err = crate::TrainError;
+
+    /// `adalora`, `lora` or `rslora`.
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "adalora" => Ok(Method::AdaLora),
+            "lora" => Ok(Method::Lora),
+            "rslora" => Ok(Method::RsLora),
+            other => Err(crate::TrainError::Input(format!(
+                "unknown method `{other}` (adalora, lora, rslora)"
+            ))),
+        }
+    }
+}
+
 /// Trainable low-rank update of one frozen linear `W [out, in]`:
 /// LoRA: `Δ(x) = scale · (x Aᵀ) Bᵀ`; AdaLoRA: `Δ(x) = scale · (x (A ⊙ E)ᵀ) Bᵀ` with
 /// `scale = lora_alpha / (ranknum + 1e-5)`.

@@ -179,7 +179,8 @@ pub struct TrainedHead {
 /// Trains a linear router head end to end: for each example, its (standardized) features go
 /// through `softmax(W z + b)`, the skill weights (the "no skill" entry dropped, times the gain)
 /// mix the frozen skills inside `model`, and the language-model loss on the answer tokens
-/// flows back into `W`, `b` and the gain only.
+/// flows back into `W`, `b` and the gain only. Tunes the allocator for training
+/// ([`crate::tune_allocator`]).
 pub fn train_router(
     model: &mut Llama,
     mixture: Mixture,
@@ -188,6 +189,7 @@ pub fn train_router(
     config: &RouterTrainConfig,
     mut on_step: impl FnMut(usize, f32),
 ) -> Result<TrainedHead> {
+    crate::tune_allocator();
     if examples.is_empty() || examples.len() != features.len() {
         return Err(TrainError::Input(format!(
             "{} examples but {} feature rows",

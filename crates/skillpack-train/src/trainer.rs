@@ -24,6 +24,22 @@ pub enum Decay {
     Constant,
 }
 
+impl std::str::FromStr for Decay {
+    type Err = TrainError;
+
+    /// `cosine`, `linear` or `constant`.
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "cosine" => Ok(Decay::Cosine),
+            "linear" => Ok(Decay::Linear),
+            "constant" => Ok(Decay::Constant),
+            other => Err(TrainError::Input(format!(
+                "unknown decay `{other}` (cosine, linear, constant)"
+            ))),
+        }
+    }
+}
+
 /// Everything that defines a training run (saved in checkpoints; a resume must match it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {
@@ -217,13 +233,15 @@ fn projection(name: &str) -> Result<&'static str> {
 }
 
 impl Trainer {
-    /// Attaches freshly initialised adapters (seeded) to `model`.
+    /// Attaches freshly initialised adapters (seeded) to `model`. Tunes the allocator for
+    /// training ([`crate::tune_allocator`]).
     pub fn new(
         mut model: Llama,
         config: TrainConfig,
         examples: Vec<Example>,
         out_dir: &Path,
     ) -> Result<Self> {
+        crate::tune_allocator();
         if examples.is_empty() {
             return Err(TrainError::Input("no training examples".into()));
         }

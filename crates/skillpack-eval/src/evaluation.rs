@@ -1,0 +1,490 @@
+//! One evaluation as `skillpack eval` runs it: the configurations to compare (base model, single
+//! skills, fixed weightings, routers), the items of each task, every (configuration, task)
+//! through the [`harness`](crate::harness), and the files written: per-item predictions and a
+//! summary per run, then a table, a chart and all summaries when several runs compare.
+
+use std::path::{Path, PathBuf};
+
+use skillpack_data::tasks::{self, PromptVariant, Split, TaskItem, TASKS};
+use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
+use skillpack_pack::Pack;
+use skillpack_run::{parse_skill_weights, Mode, SkillEngine};
+
+use crate::harness::{self, Calibration, NoSkills, RunSpec, SkillPolicy, TaskSummary};
+use crate::policy::{FeatureCache, FixedWeights, Routed};
+use crate::{default_limit, relevant_skills, report, EvalError, Result};
+
+/// What to evaluate and where the results go. Error messages name the command-line flags these
+/// fields stand for (`--task`, `--split`, ...).
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// One task by name (pubmedqa, medqa, ...); ignored with `all`.
+    pub task: Option<String>,
+    /// All nine tasks. Single-skill configurations then run only on the tasks they fit, and
+    /// `router:NAME@task` only on its router's own task.
+    pub all: bool,
+    /// Split of the raw data: `dev` or `train`.
+    pub split: String,
+    /// Evaluate this file (in the task's raw format) instead of a split.
+    pub file: Option<PathBuf>,
+    /// The raw data folder.
+    pub raw: PathBuf,
+    /// The GGUF model.
+    pub model: PathBuf,
+    /// A skill pack directory, checked against the model.
+    pub pack: Option<PathBuf>,
+    /// Manual weights for the pack's skills, `id=weight,...` (the default configuration).
+    pub skills: Option<String>,
+    /// The base model only (the default configuration).
+    pub no_skills: bool,
+    /// Configurations to compare: `base`, `uniform`, `skill:ID`, `weights:ID=W+ID=W`, `router`,
+    /// `router:NAME`, `router:NAME@task`. Empty: one chosen from `no_skills`, `skills` and the
+    /// pack.
+    pub configs: Vec<String>,
+    /// Items per task (None: [`default_limit`]; 0: all of them).
+    pub limit: Option<usize>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Reuse summaries already in `out` (same configuration, task, split and item count).
+    pub resume: bool,
+    /// How options are scored.
+    pub calibration: Calibration,
+    /// How prompts are worded.
+    pub prompt_variant: PromptVariant,
+    /// How weighted skills are applied.
+    pub mode: Mode,
+    /// CPU threads (None: llama.cpp's choice).
+    pub threads: Option<i32>,
+    /// Context length in tokens.
+    pub ctx_size: u32,
+}
+
+impl EvalOptions {
+    /// The base model at `model` on `task`'s dev split in `raw`, results into `out`, with the
+    /// command line's other defaults.
+    pub fn new(
+        model: impl Into<PathBuf>,
+        task: &str,
+        raw: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+    ) -> Self {
+        EvalOptions {
+            task: Some(task.to_string()),
+            all: false,
+            split: "dev".into(),
+            file: None,
+            raw: raw.into(),
+            model: model.into(),
+            pack: None,
+            skills: None,
+            no_skills: false,
+            configs: Vec::new(),
+            limit: None,
+            out: out.into(),
+            resume: false,
+            calibration: Calibration::None,
+            prompt_variant: PromptVariant::Standard,
+            mode: Mode::Auto,
+            threads: None,
+            ctx_size: 2048,
+        }
+    }
+
+    /// The tasks to run, after refusing combinations that cannot work.
+    fn tasks_to_run(&self) -> Result<Vec<&'static str>> {
+        if self.prompt_variant != PromptVariant::Standard && self.calibration != Calibration::None {
+            return Err(EvalError::Invalid("--calibration content-free is defined for the standard prompts only (drop --prompt-variant or --calibration)".into()));
+        }
+        if self.all {
+            return Ok(TASKS.to_vec());
+        }
+        let task = self
+            .task
+            .as_deref()
+            .ok_or_else(|| EvalError::Invalid("give --task T or --all".into()))?;
+        Ok(vec![tasks::task_info(task)?.name])
+    }
+}
+
+/// A configuration to evaluate: which skills, and on which tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalConfig {
+    /// The name in tables and the output sub-folder.
+    pub label: String,
+    /// Weights for the pack's skills, `id=weight,...`; None for the base model or a router.
+    pub weights: Option<String>,
+    /// Only these tasks (None: every task of the run).
+    pub tasks: Option<Vec<&'static str>>,
+    /// A router of the pack, weighting each prompt.
+    pub router: Option<String>,
+}
+
+/// The configurations of `options` (see [`EvalOptions::configs`]) for `pack`.
+pub fn eval_configs(options: &EvalOptions, pack: Option<&Pack>) -> Result<Vec<EvalConfig>> {
+    let mut specs = options.configs.clone();
+    if specs.is_empty() {
+        specs = if options.no_skills || pack.is_none() {
+            vec!["base".into()]
+        } else if let Some(s) = &options.skills {
+            vec![format!("weights:{}", s.replace(',', "+"))]
+        } else if pack.is_some_and(|p| !p.manifest.defaults.router.is_empty()) {
+            vec!["router".into()]
+        } else {
+            vec!["uniform".into()]
+        };
+    }
+    specs
+        .iter()
+        .map(|spec| eval_config(spec, options.all, pack))
+        .collect()
+}
+
+/// One configuration from its spec.
+fn eval_config(spec: &str, all: bool, pack: Option<&Pack>) -> Result<EvalConfig> {
+    let need_pack =
+        || pack.ok_or_else(|| EvalError::Invalid(format!("configuration `{spec}` needs --pack")));
+    let config = |weights: Option<String>| EvalConfig {
+        label: spec.to_string(),
+        weights,
+        tasks: None,
+        router: None,
+    };
+    Ok(if spec == "base" {
+        config(None)
+    } else if spec == "uniform" {
+        let skills = &need_pack()?.manifest.skills;
+        let share = 1.0 / skills.len() as f32;
+        config(Some(
+            skills
+                .iter()
+                .map(|s| format!("{}={share}", s.id))
+                .collect::<Vec<_>>()
+                .join(","),
+        ))
+    } else if let Some(id) = spec.strip_prefix("skill:") {
+        need_pack()?;
+        let fits: Vec<&'static str> = TASKS
+            .iter()
+            .copied()
+            .filter(|t| relevant_skills(t).contains(&id))
+            .collect();
+        EvalConfig {
+            // Over all tasks a single skill runs only where it fits (nowhere, for some).
+            tasks: all.then_some(fits),
+            ..config(Some(format!("{id}=1")))
+        }
+    } else if let Some(weights) = spec.strip_prefix("weights:") {
+        need_pack()?;
+        config(Some(weights.replace('+', ",")))
+    } else if spec == "router" || spec.starts_with("router:") {
+        let pack = need_pack()?;
+        let requested = spec.strip_prefix("router:").unwrap_or("");
+        let task_only = requested.ends_with("@task");
+        let name = match requested.trim_end_matches("@task") {
+            "" if pack.manifest.defaults.router.is_empty() => {
+                return Err(EvalError::Invalid(
+                    "configuration `router`: the pack has no default router".into(),
+                ))
+            }
+            "" => pack.manifest.defaults.router.clone(),
+            name => name.to_string(),
+        };
+        // `router:NAME@task` runs only on the router's own task over all tasks.
+        let only = pack
+            .router(&name)
+            .filter(|r| all && task_only && !r.task.is_empty())
+            .map(|r| vec![tasks::task_info(&r.task).map(|i| i.name).unwrap_or("")]);
+        EvalConfig {
+            label: spec.trim_end_matches("@task").to_string(),
+            weights: None,
+            tasks: only,
+            router: Some(name),
+        }
+    } else {
+        return Err(EvalError::Invalid(format!(
+            "unknown configuration `{spec}` (base, uniform, skill:ID, weights:ID=W+ID=W)"
+        )));
+    })
+}
+
+/// The items of `task` that `options` selects (its file, or the split; at most the limit; in
+/// the chosen wording), with the split's name for the summaries (`dev`, `file:PATH`).
+pub fn load_items(options: &EvalOptions, task: &str) -> Result<(Vec<TaskItem>, String)> {
+    let (items, split) = match &options.file {
+        Some(f) => (tasks::load_file(task, f)?, format!("file:{}", f.display())),
+        None => {
+            let split = match options.split.as_str() {
+                "dev" => Split::Dev,
+                "train" => Split::Train,
+                other => {
+                    return Err(EvalError::Invalid(format!(
+                        "--split must be dev or train, not `{other}`"
+                    )))
+                }
+            };
+            (
+                tasks::select(tasks::load(task, &options.raw)?, split),
+                options.split.clone(),
+            )
+        }
+    };
+    let limit = options.limit.unwrap_or_else(|| default_limit(task));
+    let items: Vec<TaskItem> = if limit == 0 {
+        items
+    } else {
+        items.into_iter().take(limit).collect()
+    };
+    let items = match options.prompt_variant {
+        PromptVariant::Standard => items,
+        PromptVariant::User => items.iter().map(tasks::user_variant).collect(),
+    };
+    Ok((items, split))
+}
+
+/// How a [`run_evaluation`] goes, as it goes.
+#[derive(Debug)]
+pub enum EvalProgress<'a> {
+    /// A summary already in the output folder stands for this run (`resume`).
+    Reused {
+        config: &'a str,
+        task: &'a str,
+        summary: &'a Path,
+    },
+    /// A run of `items` items starts.
+    Started {
+        config: &'a str,
+        task: &'a str,
+        items: usize,
+    },
+    /// Items done so far in the current run.
+    Items(usize),
+    /// The current run finished and its files are written.
+    Finished(&'a TaskSummary),
+}
+
+/// What a [`run_evaluation`] found and wrote.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    /// One summary per (configuration, task) run, in run order.
+    pub summaries: Vec<TaskSummary>,
+    /// The markdown table of the summaries with its notes (label balance, no-skill shares).
+    pub table: String,
+    /// Whether `table.md`, `chart.svg` and `results.json` were written into the output folder
+    /// (over all tasks, or with several configurations).
+    pub wrote_table: bool,
+}
+
+/// Runs every configuration of `options` on its tasks, writing into `options.out`
+/// `CONFIG/TASK.predictions.jsonl` and `CONFIG/TASK.summary.json` per run, then — over all
+/// tasks or several configurations — `table.md`, `chart.svg` and `results.json`.
+pub fn run_evaluation(
+    options: &EvalOptions,
+    mut progress: impl FnMut(EvalProgress<'_>),
+) -> Result<EvalReport> {
+    let tasks_to_run = options.tasks_to_run()?;
+    let model = Model::load(Backend::get(), &options.model, &ModelParams::default())?;
+    let pack = match &options.pack {
+        Some(dir) => {
+            let pack = Pack::open(dir)?;
+            pack.check(&skillpack_convert::GgufInfo::open(&options.model)?)?;
+            Some(pack)
+        }
+        None => None,
+    };
+    let configs = eval_configs(options, pack.as_ref())?;
+    let mut ctx = Context::new(
+        &model,
+        &ContextParams {
+            n_ctx: options.ctx_size,
+            n_threads: options.threads,
+            // Options are scored side by side, one sequence each (ChemProt has 13).
+            n_seq_max: 16,
+            ..Default::default()
+        },
+    )?;
+    let mut summaries: Vec<TaskSummary> = Vec::new();
+    // Routed configurations featurize each prompt once between them.
+    let cache = FeatureCache::default();
+    for config in &configs {
+        let mut policy = skill_policy(config, pack.as_ref(), &model, options, &cache)?;
+        for task in &tasks_to_run {
+            if config
+                .tasks
+                .as_ref()
+                .is_some_and(|only| !only.contains(task))
+            {
+                continue;
+            }
+            let (items, split) = load_items(options, task)?;
+            let dir = options.out.join(&config.label);
+            let summary_path = dir.join(format!("{task}.summary.json"));
+            if options.resume {
+                if let Some(summary) = reusable_summary(&summary_path, items.len(), &split, options)
+                {
+                    progress(EvalProgress::Reused {
+                        config: &config.label,
+                        task,
+                        summary: &summary_path,
+                    });
+                    summaries.push(summary);
+                    continue;
+                }
+            }
+            progress(EvalProgress::Started {
+                config: &config.label,
+                task,
+                items: items.len(),
+            });
+            let run = RunSpec {
+                task,
+                config: &config.label,
+                split: &split,
+                calibration: options.calibration,
+                prompt_variant: options.prompt_variant,
+            };
+            let (predictions, summary) =
+                harness::evaluate(&mut ctx, policy.as_mut(), &run, &items, |done| {
+                    progress(EvalProgress::Items(done))
+                })?;
+            let mut jsonl = Vec::new();
+            for prediction in &predictions {
+                jsonl.extend(to_json(prediction, false)?);
+                jsonl.push(b'\n');
+            }
+            create_dir(&dir)?;
+            skillpack_convert::write_atomic(
+                &dir.join(format!("{task}.predictions.jsonl")),
+                &jsonl,
+            )?;
+            skillpack_convert::write_atomic(&summary_path, &to_json(&summary, true)?)?;
+            progress(EvalProgress::Finished(&summary));
+            summaries.push(summary);
+        }
+    }
+    let table = table_with_notes(&summaries, options);
+    let wrote_table = options.all || configs.len() > 1;
+    if wrote_table {
+        create_dir(&options.out)?;
+        skillpack_convert::write_atomic(&options.out.join("table.md"), table.as_bytes())?;
+        skillpack_convert::write_atomic(
+            &options.out.join("results.json"),
+            &to_json(&summaries, true)?,
+        )?;
+        let model_name = options
+            .model
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        report::bar_chart(
+            &summaries,
+            &options.out.join("chart.svg"),
+            &format!("{model_name} — {} split", options.split),
+        )?;
+    }
+    Ok(EvalReport {
+        summaries,
+        table,
+        wrote_table,
+    })
+}
+
+/// The skill policy of `config`: a router, a fixed weighting, or the base model.
+fn skill_policy<'m>(
+    config: &EvalConfig,
+    pack: Option<&Pack>,
+    model: &'m Model,
+    options: &EvalOptions,
+    cache: &FeatureCache,
+) -> Result<Box<dyn SkillPolicy<'m> + 'm>> {
+    let Some(pack) = pack else {
+        return Ok(Box::new(NoSkills));
+    };
+    if let Some(weights) = &config.weights {
+        let weights = parse_skill_weights(weights, &pack.manifest)?;
+        let mut engine = SkillEngine::new(model, pack.clone())?;
+        // A fixed weighting is applied as given (the pack's top-k and minimum weight are
+        // routing defaults).
+        engine.top_k = 0;
+        engine.min_weight = 0.0;
+        return Ok(Box::new(FixedWeights {
+            engine,
+            weights,
+            mode: options.mode,
+        }));
+    }
+    let Some(name) = &config.router else {
+        return Ok(Box::new(NoSkills));
+    };
+    let router = skillpack_run::load_router(pack, Some(name), model, &options.model)?
+        .expect("a named router loads or fails");
+    let extractor = skillpack_route::FeatureExtractor::new(
+        model,
+        &options.model,
+        router.config.features,
+        options.threads,
+    )?;
+    Ok(Box::new(Routed {
+        engine: SkillEngine::new(model, pack.clone())?,
+        skills: pack.manifest.skills.iter().map(|s| s.id.clone()).collect(),
+        router,
+        extractor,
+        mode: options.mode,
+        model,
+        cache: cache.clone(),
+    }))
+}
+
+/// The summary at `path` when it matches this run (items, split, scoring, wording).
+fn reusable_summary(
+    path: &Path,
+    items: usize,
+    split: &str,
+    options: &EvalOptions,
+) -> Option<TaskSummary> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let summary: TaskSummary = serde_json::from_str(&text).ok()?;
+    (summary.items == items
+        && summary.split == split
+        && summary.calibration == options.calibration
+        && summary.prompt_variant == options.prompt_variant)
+        .then_some(summary)
+}
+
+/// The markdown table of `summaries` with how it was scored and its side tables.
+fn table_with_notes(summaries: &[TaskSummary], options: &EvalOptions) -> String {
+    let mut table = report::markdown_table(summaries);
+    table.push_str(&format!(
+        "\nScores in percent with a 95 % bootstrap interval over the items; prompts: {}; option scoring: {}; ⚠ marks predictions collapsed onto one label.\n",
+        options.prompt_variant.as_str(),
+        options.calibration.as_str()
+    ));
+    let balance = report::balance_table(summaries);
+    if !balance.is_empty() {
+        table.push_str("\nMost frequent predicted label and its share of the items:\n\n");
+        table.push_str(&balance);
+    }
+    let no_skill = report::no_skill_table(summaries);
+    if !no_skill.is_empty() {
+        table.push_str("\nShare of the items a routed configuration ran without any skill (its \"no skill\" output):\n\n");
+        table.push_str(&no_skill);
+    }
+    table
+}
+
+/// `value` as JSON bytes (pretty for the files people read).
+fn to_json(value: &impl serde::Serialize, pretty: bool) -> Result<Vec<u8>> {
+    let bytes = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    };
+    bytes.map_err(|e| EvalError::Invalid(format!("serializing results: {e}")))
+}
+
+/// Creates `dir` and its parents (the atomic writer needs the folder to exist).
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| EvalError::Output {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })
+}
