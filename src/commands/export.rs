@@ -4,10 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
-use skillpack_llama::{Backend, Model, ModelParams};
-use skillpack_pack::{MergeType, Pack};
-use skillpack_run::{parse_skill_weights, select_active};
+use anyhow::bail;
+use skillpack_pack::MergeType;
+use skillpack_run::WeightingSource;
 
 /// Which weighting to export: manual weights, or a router's weights for a prompt.
 #[derive(clap::Args, Clone)]
@@ -30,58 +29,19 @@ pub struct WeightingArgs {
     pub min_weight: Option<f32>,
 }
 
-/// The active skills (index, weight) `args` select, as `run` would apply them, with a note on
-/// where they came from.
-fn resolve_weighting(
-    pack: &Pack,
-    model_path: &Path,
-    args: &WeightingArgs,
-) -> anyhow::Result<(Vec<(usize, f32)>, String)> {
-    let (weights, source) = match (&args.skills, &args.router) {
-        (Some(spec), None) => (
-            parse_skill_weights(spec, &pack.manifest)?,
-            "--skills".to_string(),
-        ),
-        (None, Some(name)) => {
-            let prompt_file = args.prompt_file.as_ref().expect("clap requires it");
-            let prompt = std::fs::read_to_string(prompt_file)
-                .with_context(|| format!("reading {}", prompt_file.display()))?;
-            let model = Model::load(Backend::get(), model_path, &ModelParams::default())?;
-            let name = (name != "default").then_some(name.as_str());
-            let router = skillpack_run::load_router(pack, name, &model, model_path)?
-                .ok_or_else(|| anyhow::anyhow!("the pack has no default router: name one"))?;
-            let mut extractor = skillpack_route::FeatureExtractor::new(
-                &model,
-                model_path,
-                router.config.features,
-                None,
-            )?;
-            let skills: Vec<String> = pack.manifest.skills.iter().map(|s| s.id.clone()).collect();
-            let weights = skillpack_run::route_user_message(
-                &model,
-                &router,
-                &mut extractor,
-                prompt.trim_end(),
-                &skills,
-            )?;
-            (
-                weights,
-                format!(
-                    "router `{}` on {}",
-                    router.config.name,
-                    prompt_file.display()
-                ),
-            )
-        }
-        _ => bail!("give the weighting with --skills SKILL=W,... or --router NAME --prompt-file F"),
-    };
-    let top_k = args.top_k.unwrap_or(pack.manifest.defaults.top_k);
-    let min_weight = args.min_weight.unwrap_or(pack.manifest.defaults.min_weight);
-    let active = select_active(&weights, top_k, min_weight).active;
-    if active.is_empty() {
-        bail!("no skill is left at these weights (top-k {top_k}, min weight {min_weight}): nothing to export");
+impl WeightingArgs {
+    fn source(&self) -> anyhow::Result<WeightingSource> {
+        Ok(match (&self.skills, &self.router) {
+            (Some(spec), None) => WeightingSource::Skills(spec.clone()),
+            (None, Some(name)) => WeightingSource::Router {
+                name: name.clone(),
+                prompt_file: self.prompt_file.clone().expect("clap requires it"),
+            },
+            _ => bail!(
+                "give the weighting with --skills SKILL=W,... or --router NAME --prompt-file F"
+            ),
+        })
     }
-    Ok((active, source))
 }
 
 fn size_text(bytes: u64) -> String {
@@ -105,24 +65,23 @@ pub fn export(
         Some(m) => m,
         None => super::default_model()?,
     };
-    let pack = Pack::open(dir)?;
-    pack.check(&skillpack_convert::GgufInfo::open(&model_path)?)?;
-    let (active, source) = resolve_weighting(&pack, &model_path, weighting)?;
-    let image = skillpack_pack::export_lora(&pack, &active, outtype)?;
-    skillpack_convert::write_atomic(output, &image.bytes)?;
-    let label = skillpack_pack::weighting_label(&pack, &active);
-    let rank: usize = skillpack_convert::LoraFile::read(output)?
-        .pairs
-        .values()
-        .map(|p| p.a.rows)
-        .sum();
+    let (pack, exported) = skillpack_run::export_weighting(
+        dir,
+        &model_path,
+        &weighting.source()?,
+        weighting.top_k,
+        weighting.min_weight,
+        outtype,
+        output,
+    )?;
+    let w = &exported.weighting;
     if json {
         return super::print_json(&serde_json::json!({
             "output": output,
-            "bytes": image.bytes.len(),
-            "weights": active.iter().map(|(i, w)| (pack.manifest.skills[*i].id.clone(), *w)).collect::<std::collections::BTreeMap<_, _>>(),
-            "source": source,
-            "total_rank": rank,
+            "bytes": exported.bytes,
+            "weights": w.by_skill(&pack),
+            "source": w.source,
+            "total_rank": exported.total_rank,
             "outtype": format!("{outtype:?}").to_lowercase(),
             "base": model_path,
         }));
@@ -130,8 +89,11 @@ pub fn export(
     let base = model_path.display();
     let out = output.display();
     println!(
-        "wrote {out} ({}): one LoRA adapter with {label} from {source}, total rank {rank}",
-        size_text(image.bytes.len() as u64)
+        "wrote {out} ({}): one LoRA adapter with {} from {}, total rank {}",
+        size_text(exported.bytes as u64),
+        w.label,
+        w.source,
+        exported.total_rank
     );
     println!("Load it at scale 1 with the pack's base model, {base}:");
     println!("  llama-server -m {base} --lora {out}");
@@ -174,36 +136,31 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
         Some(m) => m.clone(),
         None => super::default_model()?,
     };
-    if args.output == model_path
-        || (args.output.exists()
-            && std::fs::canonicalize(&args.output)? == std::fs::canonicalize(&model_path)?)
-    {
-        bail!(
-            "{}: the output would replace the base model",
-            args.output.display()
-        );
-    }
-    let pack = Pack::open(&args.pack)?;
-    pack.check(&skillpack_convert::GgufInfo::open(&model_path)?)?;
-    let (active, source) = resolve_weighting(&pack, &model_path, &args.weighting)?;
-    let delta = skillpack_pack::weighted_delta(&pack, &active)?;
-    let started = std::time::Instant::now();
-    let report = skillpack_pack::merge_into_model(&model_path, &delta, args.outtype, &args.output)?;
-    let seconds = started.elapsed().as_secs_f64();
+    let (pack, merged) = skillpack_run::merge_weighting(
+        &args.pack,
+        &model_path,
+        &args.weighting.source()?,
+        args.weighting.top_k,
+        args.weighting.min_weight,
+        args.outtype,
+        &args.output,
+    )?;
+    let (report, w) = (&merged.report, &merged.weighting);
     if args.json {
         return super::print_json(&serde_json::json!({
             "report": report,
-            "weights": active.iter().map(|(i, w)| (pack.manifest.skills[*i].id.clone(), *w)).collect::<std::collections::BTreeMap<_, _>>(),
-            "source": source,
-            "seconds": seconds,
+            "weights": w.by_skill(&pack),
+            "source": w.source,
+            "seconds": merged.seconds,
         }));
     }
     let out = args.output.display();
     println!(
-        "wrote {out} ({}) in {seconds:.1} s: {} with {} merged into {} of {} tensors ({}; requantization error {:.1} % of the delta, RMS)",
+        "wrote {out} ({}) in {:.1} s: {} with {} merged into {} of {} tensors ({}; requantization error {:.1} % of the delta, RMS)",
         size_text(report.bytes),
+        merged.seconds,
         model_path.display(),
-        skillpack_pack::weighting_label(&pack, &active),
+        w.label,
         report.merged_tensors,
         report.tensors,
         report.merged_types.join(", "),

@@ -68,6 +68,7 @@
 
 mod bench;
 mod engine;
+mod export;
 mod generate;
 mod routing;
 mod session;
@@ -75,6 +76,10 @@ mod weights;
 
 pub use bench::{bench_decode, DecodeBench, DecodeBenchOptions, DecodeBenchRow};
 pub use engine::{Applied, FusedLoad, Mode, SkillEngine};
+pub use export::{
+    export_weighting, merge_weighting, resolve_weighting, ExportedAdapter, MergedModel,
+    ResolvedWeighting, WeightingSource,
+};
 pub use generate::{generate, generate_until, GenerateParams, Generation};
 pub use routing::{load_router, route_user_message, Routing};
 pub use session::{with_session, Session, SessionOptions};

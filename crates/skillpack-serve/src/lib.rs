@@ -77,6 +77,7 @@
 //!   gives the features) and sends each request's full per-adapter `lora` list upstream.
 
 pub mod api;
+pub mod load_test;
 pub mod metrics;
 pub mod plan;
 pub mod proxy;

@@ -50,6 +50,7 @@ mod ops;
 mod peft_io;
 mod skill;
 mod trainer;
+mod verify;
 mod weights;
 
 use std::path::Path;
@@ -72,6 +73,7 @@ pub use skill::{
 };
 pub use skillpack_convert::SeededNormal;
 pub use trainer::{Decay, EarlyStopping, Selection, StepMetrics, TrainConfig, Trainer};
+pub use verify::{verify_adapter, AdapterAgreement};
 pub use weights::{LayerWeights, ModelWeights, PROJECTIONS};
 
 /// Keeps freed memory in the process instead of returning every large block to the kernel:
