@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets --quiet -- -D warnings
+# The API documentation builds without a warning (its examples run as doc tests below).
+RUSTDOCFLAGS="-D warnings" cargo doc --release --locked --no-deps --workspace --quiet
 # The C API's static library, which tests/c_api.rs links a C program against.
 cargo build --release --locked -p skillpack-capi
 cargo test --release --locked --workspace -- --test-threads 1

@@ -18,7 +18,7 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 pub enum DataCommand {
-    /// Build OUT/<skill>/{train,dev}.jsonl and a data card per skill, plus OUT/cards.md and
+    /// Build OUT/SKILL/{train,dev}.jsonl and a data card per skill, plus OUT/cards.md and
     /// OUT/manifest.json. Records overlapping an evaluation item are dropped and counted.
     Build {
         /// The raw data folder (see its MANIFEST.md).

@@ -160,7 +160,7 @@ pub struct TrainArgs {
     /// mean-hidden (one extra forward pass) or mean-embedding (no forward pass).
     #[arg(long, default_value = "mean-hidden")]
     pub features: FeatureKind,
-    /// Router name (default: METHOD[-TASK][-embedding]).
+    /// Router name (default: METHOD, -TASK and -embedding appended where they apply).
     #[arg(long)]
     pub name: Option<String>,
     /// Make it the pack's default router.

@@ -111,7 +111,7 @@ pub struct Args {
     /// Use at most this many records.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// cpu or cuda[:N].
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Measure training speed (batch × max-len tokens, loss on every token) instead of training.
