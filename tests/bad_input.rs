@@ -252,6 +252,13 @@ fn every_command_refuses_bad_input_with_a_clear_message() {
             &[&"run", &"--model", &trunc, &"hi"],
             &["trunc.gguf", "not a valid GGUF file"],
         ),
+        // This build's llama.cpp has no GPU backend: refused before loading, not ignored.
+        case(
+            "run",
+            "GPU layers on a CPU-only build",
+            &[&"run", &"--gpu-layers", &"8", &"--no-skills", &"hi"],
+            &["8 GPU layers requested", "--features gpu"],
+        ),
         case(
             "run",
             "adapter given as the model",

@@ -88,6 +88,7 @@ impl Args {
             mode: self.model.mode,
             threads: self.model.threads,
             ctx_size: self.model.ctx_size,
+            gpu_layers: self.model.gpu_layers,
         })
     }
 }

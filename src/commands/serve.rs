@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// CPU threads per slot (default: llama.cpp's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Model layers offloaded to the GPU (0: none, -1: all); needs a build with `--features gpu`
+    /// (scripts/build-gpu.sh).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub gpu_layers: i32,
     /// How weighted skills are applied: multi (default: the same path for every request),
     /// fused, fused-compressed, auto.
     #[arg(long, default_value = "multi")]
@@ -142,6 +146,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         queue: args.queue,
         ctx_size: args.ctx_size,
         threads: args.threads,
+        gpu_layers: args.gpu_layers,
         mode: args.mode,
         limits: args.limits.limits(),
         max_body: args.limits.max_body,

@@ -29,6 +29,10 @@ pub struct ModelArgs {
     /// Context length.
     #[arg(long, default_value_t = 2048)]
     pub ctx_size: u32,
+    /// Model layers offloaded to the GPU (0: none, -1: all); needs a build with `--features gpu`
+    /// (scripts/build-gpu.sh).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub gpu_layers: i32,
 }
 
 impl ModelArgs {
@@ -107,6 +111,7 @@ impl SessionArgs {
             min_weight: self.min_weight,
             loras: self.loras.clone(),
             ctx_size: self.model.ctx_size,
+            gpu_layers: self.model.gpu_layers,
             threads: self.model.threads,
         })
     }

@@ -57,6 +57,8 @@ pub struct EvalOptions {
     pub threads: Option<i32>,
     /// Context length in tokens.
     pub ctx_size: u32,
+    /// Layers offloaded to the GPU (0: none, -1: all); needs a `gpu` build.
+    pub gpu_layers: i32,
 }
 
 impl EvalOptions {
@@ -87,6 +89,7 @@ impl EvalOptions {
             mode: Mode::Auto,
             threads: None,
             ctx_size: 2048,
+            gpu_layers: 0,
         }
     }
 
@@ -282,7 +285,11 @@ pub fn run_evaluation(
     mut progress: impl FnMut(EvalProgress<'_>),
 ) -> Result<EvalReport> {
     let tasks_to_run = options.tasks_to_run()?;
-    let model = Model::load(Backend::get(), &options.model, &ModelParams::default())?;
+    let params = ModelParams {
+        n_gpu_layers: options.gpu_layers,
+        ..ModelParams::default()
+    };
+    let model = Model::load(Backend::get(), &options.model, &params)?;
     let pack = match &options.pack {
         Some(dir) => {
             let pack = Pack::open(dir)?;

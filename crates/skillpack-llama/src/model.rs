@@ -67,11 +67,19 @@ impl Drop for Model {
 
 impl Model {
     /// Loads the GGUF model at `path`, after checking in Rust that it is a readable GGUF model.
-    pub fn load(_backend: &Backend, path: &Path, params: &ModelParams) -> Result<Self> {
+    pub fn load(backend: &Backend, path: &Path, params: &ModelParams) -> Result<Self> {
         let load_err = |reason: String| LlamaError::ModelLoad {
             path: path.into(),
             reason,
         };
+        // llama.cpp would silently keep every layer on the CPU.
+        if params.n_gpu_layers != 0 && !backend.supports_gpu_offload() {
+            return Err(LlamaError::InvalidArgument(format!(
+                "{} GPU layers requested, but this llama.cpp has no GPU backend: build with \
+                 `--features gpu` (scripts/build-gpu.sh)",
+                params.n_gpu_layers
+            )));
+        }
         let mut file = CFile::open(path)?;
         let architecture = check_model_file(&mut file).map_err(load_err)?;
         drop(file);

@@ -45,6 +45,8 @@ pub struct SessionOptions {
     pub ctx_size: u32,
     /// CPU threads (None: llama.cpp's choice).
     pub threads: Option<i32>,
+    /// Layers offloaded to the GPU (0: none, -1: all); needs a `gpu` build.
+    pub gpu_layers: i32,
 }
 
 impl SessionOptions {
@@ -65,6 +67,7 @@ impl SessionOptions {
             loras: Vec::new(),
             ctx_size: 2048,
             threads: None,
+            gpu_layers: 0,
         }
     }
 
@@ -114,8 +117,11 @@ pub fn with_session<R, E: From<RunError>>(
     f: impl FnOnce(&mut Session<'_>) -> std::result::Result<R, E>,
 ) -> std::result::Result<R, E> {
     options.check()?;
-    let model = Model::load(Backend::get(), &options.model, &ModelParams::default())
-        .map_err(RunError::from)?;
+    let params = ModelParams {
+        n_gpu_layers: options.gpu_layers,
+        ..ModelParams::default()
+    };
+    let model = Model::load(Backend::get(), &options.model, &params).map_err(RunError::from)?;
     let mut session = Session::new(&model, options)?;
     f(&mut session)
 }

@@ -32,6 +32,7 @@
 //!     queue: 4,
 //!     ctx_size: 256,
 //!     threads: Some(2),
+//!     gpu_layers: 0,
 //!     mode: skillpack_run::Mode::Multi,
 //!     limits: Limits::default(),
 //!     max_body: 1 << 20,

@@ -41,6 +41,8 @@ pub struct ServeConfig {
     pub ctx_size: u32,
     /// CPU threads per slot (default: llama.cpp's choice).
     pub threads: Option<i32>,
+    /// Layers offloaded to the GPU (0: none, -1: all); needs a `gpu` build.
+    pub gpu_layers: i32,
     pub mode: Mode,
     pub limits: Limits,
     /// Largest request body, in bytes.
@@ -100,7 +102,11 @@ pub fn serve_until(
     if cfg.slots == 0 {
         return Err(ServeError::Invalid("--slots must be at least 1".into()));
     }
-    let model = Model::load(Backend::get(), &cfg.model, &ModelParams::default())?;
+    let params = ModelParams {
+        n_gpu_layers: cfg.gpu_layers,
+        ..ModelParams::default()
+    };
+    let model = Model::load(Backend::get(), &cfg.model, &params)?;
     let pack_view = match &cfg.pack {
         Some(dir) => {
             let pack = Pack::open(dir)?;
