@@ -96,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "peak_rss_mib": bench.peak_rss_mib,
             "multi_decode_vs_naive": multi_vs_naive,
             "fused_decode_vs_naive": fused_vs_naive,
+            "merged_pays_after_tokens": bench.merged_pays_after_tokens(),
         }))?;
     } else {
         println!(
@@ -141,6 +142,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bench.peak_rss_mib
         );
         println!("decode speed vs naive: multi {multi_vs_naive:.2}×, fused {fused_vs_naive:.2}×");
+        match bench.merged_pays_after_tokens() {
+            Some(tokens) => {
+                println!("merged pays off against fused after {tokens:.0} tokens of one weighting")
+            }
+            None => println!("merged decodes no faster than fused here"),
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Prompt and decode speed of every way of applying weighted skills, on one prompt and one set
 //! of weights, in one process: the base model alone, multi-adapter, fused (exact and
-//! compressed) and naive (every skill as its own adapter), plus the fused build through
+//! compressed), naive (every skill as its own adapter) and merged (the weighted delta folded into
+//! an f16 copy of the model's changed tensors, loaded from tmpfs), plus the fused build through
 //! `fmemopen` against an unlinked temporary file ([`bench_decode`]).
 
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 use skillpack_convert::{GgufInfo, OutType};
 use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
-use skillpack_pack::Pack;
+use skillpack_pack::{MergeType, Pack};
 
 use crate::{parse_skill_weights, FusedLoad, Mode, Result, RunError, SkillEngine};
 
@@ -21,6 +22,7 @@ const BASE: usize = 0;
 const MULTI: usize = 1;
 const FUSED: usize = 2;
 const NAIVE: usize = 4;
+const MERGED: usize = 5;
 
 /// What [`bench_decode`] runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +62,7 @@ impl Default for DecodeBenchOptions {
 /// One configuration's speeds.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DecodeBenchRow {
-    /// `base`, `multi`, `fused`, `fused-compressed` or `naive (all skills)`.
+    /// `base`, `multi`, `fused`, `fused-compressed`, `naive (all skills)` or `merged (f16)`.
     pub config: String,
     /// Adapters set on the context.
     pub adapters_set: usize,
@@ -74,7 +76,8 @@ pub struct DecodeBenchRow {
     pub prompt_ratio: f64,
     /// Decode speed relative to the base model's.
     pub decode_ratio: f64,
-    /// Time to build the fused adapter (0 where nothing is built).
+    /// Time to build the fused adapter, or to merge and load the merged model (0 where nothing
+    /// is built).
     pub build_ms: f64,
     /// Resident memory after the measurement (Linux; 0 elsewhere).
     pub rss_mib: f64,
@@ -83,7 +86,8 @@ pub struct DecodeBenchRow {
 /// What [`bench_decode`] measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodeBench {
-    /// `base`, `multi`, `fused`, `fused-compressed`, `naive (all skills)`, in this order.
+    /// `base`, `multi`, `fused`, `fused-compressed`, `naive (all skills)`, `merged (f16)`, in
+    /// this order.
     pub rows: Vec<DecodeBenchRow>,
     /// The fused build through an unlinked tmpfs file (fresh cache), instead of `fmemopen`.
     pub fused_build_ms_tmpfile: f64,
@@ -109,6 +113,14 @@ impl DecodeBench {
     /// Decode speed of fused over naive.
     pub fn fused_decode_vs_naive(&self) -> f64 {
         self.rows[FUSED].decode_tps / self.rows[NAIVE].decode_tps
+    }
+
+    /// Tokens one weighting must serve before a merged model, whose merge and load cost
+    /// `build_ms` up front, beats fused decoding; `None` when merged decodes no faster.
+    pub fn merged_pays_after_tokens(&self) -> Option<f64> {
+        let (fused, merged) = (&self.rows[FUSED], &self.rows[MERGED]);
+        let saved_ms_per_token = 1e3 / fused.decode_tps - 1e3 / merged.decode_tps;
+        (saved_ms_per_token > 0.0).then(|| merged.build_ms / saved_ms_per_token)
     }
 }
 
@@ -163,6 +175,17 @@ fn push_row(
     });
 }
 
+/// Where merged models are written: shared memory when the system has it (no disk write), else
+/// the temporary directory.
+fn merge_dir() -> std::path::PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// Measures prompt and decode speed of the model at `model_path` with the skills of the pack in
 /// `pack_dir` applied every way the runtime can: the base model alone, multi-adapter, fused
 /// (exact and compressed) and naive (every skill as its own adapter), each the best of
@@ -198,7 +221,10 @@ fn push_row(
 /// };
 /// let bench = bench_decode(&model, pack.path(), &options)?;
 /// let configs: Vec<&str> = bench.rows.iter().map(|r| r.config.as_str()).collect();
-/// assert_eq!(configs, ["base", "multi", "fused", "fused-compressed", "naive (all skills)"]);
+/// assert_eq!(
+///     configs,
+///     ["base", "multi", "fused", "fused-compressed", "naive (all skills)", "merged (f16)"]
+/// );
 /// assert_eq!(bench.rows[1].adapters_set, 3); // top 3 of 4 skills
 /// assert!(bench.multi_decode_vs_naive() > 0.0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -310,6 +336,32 @@ pub fn bench_decode(
         speeds,
         0.0,
     );
+    // Merged: multi's active skills folded into a copy of the model (changed tensors in f16),
+    // written to tmpfs and loaded as a model of its own; build = merge + load.
+    {
+        let active = crate::select_active(&weights, options.top_k, 0.0).active;
+        let started = Instant::now();
+        let delta = skillpack_pack::weighted_delta(engine.pack(), &active)?;
+        let dir = tempfile::Builder::new()
+            .prefix("skillpack-merged-")
+            .tempdir_in(merge_dir())
+            .map_err(|e| RunError::Invalid(format!("temporary directory: {e}")))?;
+        let merged_path = dir.path().join("merged.gguf");
+        skillpack_pack::merge_into_model(model_path, &delta, MergeType::F16, &merged_path)?;
+        let merged = Model::load(Backend::get(), &merged_path, &ModelParams::default())?;
+        let build_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut merged_ctx = Context::new(
+            &merged,
+            &ContextParams {
+                n_ctx: (options.prompt_tokens + options.gen_tokens + 16) as u32,
+                n_batch: options.prompt_tokens.max(32) as u32,
+                n_threads: Some(options.threads),
+                ..Default::default()
+            },
+        )?;
+        let speeds = measure(&mut merged_ctx, &prompt, options.gen_tokens, options.reps)?;
+        push_row(&mut rows, "merged (f16)", 0, 0, speeds, build_ms);
+    }
     Ok(DecodeBench {
         rows,
         fused_build_ms_tmpfile,
