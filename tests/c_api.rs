@@ -91,9 +91,16 @@ fn header_declares_exactly_the_exports() {
     assert_eq!(c_consts, rust_consts, "error codes");
 }
 
+/// Cargo's target directory (`$CARGO_TARGET_DIR`, or `target/` in the repository).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+}
+
 /// llama.cpp's installed headers from the llama-cpp-sys-2 build the library links.
 fn llama_include() -> PathBuf {
-    let build = repo().join("target/release/build");
+    let build = target_dir().join("release/build");
     std::fs::read_dir(&build)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -104,7 +111,7 @@ fn llama_include() -> PathBuf {
 
 #[test]
 fn c_example_generates_what_skillpack_run_generates() {
-    let staticlib = repo().join("target/release/libskillpack_capi.a");
+    let staticlib = target_dir().join("release/libskillpack_capi.a");
     assert!(
         staticlib.is_file(),
         "{} is missing: build it with `cargo build --release -p skillpack-capi` (scripts/test.sh does)",
