@@ -175,6 +175,17 @@ fn push_row(
     });
 }
 
+/// The context every measured configuration decodes in: the prompt in one batch, then the
+/// decoded tokens.
+fn measuring_params(options: &DecodeBenchOptions) -> ContextParams {
+    ContextParams {
+        n_ctx: (options.prompt_tokens + options.gen_tokens + 16) as u32,
+        n_batch: options.prompt_tokens.max(32) as u32,
+        n_threads: Some(options.threads),
+        ..Default::default()
+    }
+}
+
 /// Where merged models are written: shared memory when the system has it (no disk write), else
 /// the temporary directory.
 fn merge_dir() -> std::path::PathBuf {
@@ -258,15 +269,7 @@ pub fn bench_decode(
     if let Some(t) = options.fused_type {
         engine.fused_outtype = t;
     }
-    let mut ctx = Context::new(
-        &model,
-        &ContextParams {
-            n_ctx: (options.prompt_tokens + options.gen_tokens + 16) as u32,
-            n_batch: options.prompt_tokens.max(32) as u32,
-            n_threads: Some(options.threads),
-            ..Default::default()
-        },
-    )?;
+    let mut ctx = Context::new(&model, &measuring_params(options))?;
     let mut prompt = Vec::new();
     while prompt.len() < options.prompt_tokens {
         prompt.extend(model.tokenize(PROMPT_TEXT, prompt.is_empty(), false)?);
@@ -350,15 +353,7 @@ pub fn bench_decode(
         skillpack_pack::merge_into_model(model_path, &delta, MergeType::F16, &merged_path)?;
         let merged = Model::load(Backend::get(), &merged_path, &ModelParams::default())?;
         let build_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut merged_ctx = Context::new(
-            &merged,
-            &ContextParams {
-                n_ctx: (options.prompt_tokens + options.gen_tokens + 16) as u32,
-                n_batch: options.prompt_tokens.max(32) as u32,
-                n_threads: Some(options.threads),
-                ..Default::default()
-            },
-        )?;
+        let mut merged_ctx = Context::new(&merged, &measuring_params(options))?;
         let speeds = measure(&mut merged_ctx, &prompt, options.gen_tokens, options.reps)?;
         push_row(&mut rows, "merged (f16)", 0, 0, speeds, build_ms);
     }
