@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use skillpack_train::{
-    bench_training, parse_device, train_skill, DevOptions, Hyperparameters, SkillTrainOptions,
-    StepBudget, TrainEvent,
+    bench_training, parse_device, train_skill, DevOptions, Hyperparameters, MatmulPrecision,
+    SkillTrainOptions, StepBudget, TrainEvent,
 };
 
 /// Train a skill adapter on instruction data ({skill, context, query, output} JSONL).
@@ -114,6 +114,11 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Products against the frozen weights on the CPU: f32, or bf16 on Intel AMX tiles (operands
+    /// rounded to bf16, f32 accumulation; adapters, attention and the loss stay f32); auto: bf16
+    /// where the CPU has AMX, else f32. The choice is recorded in train.json.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "bf16"])]
+    pub matmul: String,
     /// Measure training speed (batch × max-len tokens, loss on every token) instead of training.
     #[arg(long)]
     pub bench: bool,
@@ -149,6 +154,11 @@ fn hyperparameters(args: &Args) -> anyhow::Result<Hyperparameters> {
         delta_t: args.delta_t,
         orth_reg_weight: args.orth_reg_weight,
         checkpoint_every: args.checkpoint_every,
+        matmul: match args.matmul.as_str() {
+            "auto" if skillpack_train::amx::available() => MatmulPrecision::Bf16,
+            "auto" => MatmulPrecision::F32,
+            other => other.parse()?,
+        },
     })
 }
 
@@ -314,6 +324,8 @@ fn bench(
             "targets": cfg.targets,
             "batch": cfg.batch,
             "seq_len": cfg.max_len,
+            "matmul": cfg.matmul,
+            "matmul_option": args.matmul,
             "warmup_step_seconds": result.warmup_step_seconds,
             "seconds_per_step": result.seconds_per_step,
             "tokens_per_s": result.tokens_per_s,
@@ -321,7 +333,7 @@ fn bench(
         }))?;
     } else {
         println!(
-            "{:.1} tokens/s ({:.2} s/step, batch {} × {} tokens, {} r={} on {}), peak RSS {:.0} MiB",
+            "{:.1} tokens/s ({:.2} s/step, batch {} × {} tokens, {} r={} on {}, {} matmuls), peak RSS {:.0} MiB",
             result.tokens_per_s,
             result.seconds_per_step,
             cfg.batch,
@@ -329,6 +341,7 @@ fn bench(
             args.method,
             cfg.r,
             cfg.targets.join(","),
+            serde_json::to_value(cfg.matmul)?.as_str().unwrap_or("?"),
             result.peak_rss_mib
         );
     }

@@ -69,6 +69,7 @@ pub fn bench_training(
         Ok::<_, crate::TrainError>((warmup.seconds, tokens, started.elapsed().as_secs_f64()))
     })();
     let _ = std::fs::remove_dir_all(&scratch);
+    crate::release_packed_weights();
     let (warmup_step_seconds, tokens, seconds) = measured?;
     Ok(TrainingBench {
         config,

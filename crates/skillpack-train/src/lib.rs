@@ -40,6 +40,7 @@
 
 mod adalora;
 mod adapter;
+pub mod amx;
 mod bench;
 mod chart;
 mod config;
@@ -65,7 +66,10 @@ pub use mixture::{
     mean_hidden, train_router, HeadSnapshot, MixModule, Mixture, RouterTrainConfig, TrainedHead,
 };
 pub use model::{Llama, ModuleKey};
-pub use ops::frozen_linear;
+pub use ops::{
+    check_matmul_precision, frozen_linear, release_packed_weights, MatmulPrecision,
+    MatmulPrecisionScope,
+};
 pub use peft_io::{export_trained, load_peft, save_peft, ExportReport, PeftExport};
 pub use skill::{
     evenly_spaced, parse_device, train_skill, training_dtype, DevOptions, Hyperparameters,

@@ -3,10 +3,181 @@
 //! candle's `matmul` backward always computes the gradient of both operands; for a frozen base
 //! weight that is an [out, in] matrix of wasted FLOPs and memory per linear layer per step.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
-struct FrozenMatmul;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, TensorId};
+use serde::{Deserialize, Serialize};
+
+use crate::amx::{self, PackedRight};
+
+/// How products against frozen weights are computed on the CPU (like PyTorch's
+/// `set_float32_matmul_precision`, but per thread and scoped: [`MatmulPrecisionScope`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatmulPrecision {
+    /// f32 throughout (candle's `gemm`): what PEFT computes in f32, to rounding.
+    #[default]
+    F32,
+    /// Operands rounded to bf16, f32 accumulation, on Intel AMX tiles (Sapphire Rapids and
+    /// later): the frozen linears and the LM head, forward and input-gradient products. Adapters,
+    /// attention, norms and the loss stay f32, like PyTorch's CPU autocast to bf16.
+    Bf16,
+}
+
+impl std::str::FromStr for MatmulPrecision {
+    type Err = crate::TrainError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(MatmulPrecision::F32),
+            "bf16" => Ok(MatmulPrecision::Bf16),
+            other => Err(crate::TrainError::Input(format!(
+                "matmul precision must be f32 or bf16, not `{other}`"
+            ))),
+        }
+    }
+}
+
+thread_local! {
+    /// Whether this thread's products against frozen weights run in bf16 (see
+    /// [`MatmulPrecisionScope`]). Thread-local, so concurrent trainers (and tests) do not see
+    /// each other's setting; candle runs an op's forward and backward on the calling thread.
+    static BF16_MATMULS: Cell<bool> = const { Cell::new(false) };
+}
+
+fn bf16_matmuls() -> bool {
+    BF16_MATMULS.with(Cell::get)
+}
+
+#[cfg(test)]
+pub(crate) fn bf16_matmuls_for_tests() -> bool {
+    bf16_matmuls()
+}
+
+/// Frozen weights packed for AMX, by tensor and orientation (`true`: for `x · Wᵀ`).
+type PackedCache = Mutex<HashMap<(TensorId, bool), Arc<PackedRight>>>;
+static PACKED: OnceLock<PackedCache> = OnceLock::new();
+
+/// While alive, products against frozen weights on this thread use the given precision; the
+/// previous one comes back on drop. [`Trainer`](crate::Trainer) holds one around every forward
+/// and backward pass, with its config's [`MatmulPrecision`].
+pub struct MatmulPrecisionScope {
+    previous: bool,
+}
+
+impl MatmulPrecisionScope {
+    /// `Bf16` needs AMX ([`crate::amx::available`]); otherwise it is refused with an error that
+    /// says so.
+    pub fn enter(precision: MatmulPrecision) -> crate::Result<Self> {
+        check_matmul_precision(precision)?;
+        let previous = BF16_MATMULS.with(|c| c.replace(precision == MatmulPrecision::Bf16));
+        Ok(MatmulPrecisionScope { previous })
+    }
+}
+
+impl Drop for MatmulPrecisionScope {
+    fn drop(&mut self) {
+        BF16_MATMULS.with(|c| c.set(self.previous));
+    }
+}
+
+/// Whether `precision` can run here: `Bf16` needs Intel AMX.
+pub fn check_matmul_precision(precision: MatmulPrecision) -> crate::Result<()> {
+    if precision == MatmulPrecision::Bf16 && !amx::available() {
+        return Err(crate::TrainError::Input(
+            "--matmul bf16 needs Intel AMX (amx_tile and amx_bf16, e.g. Xeon Sapphire Rapids or \
+             later) and a Linux kernel that grants it; this CPU has none: use --matmul f32"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Frees the bf16 copies of frozen weights kept for AMX products (about the f32 weights' size);
+/// they are rebuilt on the next use. Training functions call it when they finish.
+pub fn release_packed_weights() {
+    if let Some(cache) = PACKED.get() {
+        cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// `a · Wᵀ` (`transposed`) or `a · W` in bf16 on AMX, when [`MatmulPrecision::Bf16`] is set and
+/// both are f32 on the CPU; `None` otherwise (the caller computes it in f32).
+fn bf16_product(a: &[f32], m: usize, w: &Tensor, transposed: bool) -> Result<Option<Vec<f32>>> {
+    if !bf16_matmuls() || !w.device().is_cpu() || w.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let key = (w.id(), transposed);
+    let cache = PACKED.get_or_init(Default::default);
+    let cached = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    let packed = match cached {
+        Some(p) => p,
+        None => {
+            let (rows, cols) = w.dims2()?;
+            let values = w.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            let packed = Arc::new(if transposed {
+                PackedRight::transposed(&values, rows, cols)
+            } else {
+                PackedRight::plain(&values, rows, cols)
+            });
+            cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, packed.clone());
+            packed
+        }
+    };
+    Ok(Some(amx::matmul(a, m, &packed)))
+}
+
+/// `g · W` for a gradient `g [m, out]` and a frozen `W [out, in]`: bf16 on AMX when set, else
+/// candle's f32 matmul.
+fn input_gradient(g: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if bf16_matmuls() && g.device().is_cpu() && g.dtype() == DType::F32 {
+        let (m, _) = g.dims2()?;
+        let g = g.contiguous()?;
+        let (storage, layout) = g.storage_and_layout();
+        if let (candle_core::Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            if let Some(product) = bf16_product(&values[start..end], m, w, false)? {
+                return Tensor::from_vec(product, (m, w.dim(1)?), g.device());
+            }
+        }
+    }
+    g.matmul(w)
+}
+
+/// `x · Wᵀ` of CPU storage: bf16 on AMX when set, else candle's f32 matmul.
+fn frozen_forward_cpu(
+    x: &CpuStorage,
+    xl: &Layout,
+    w: &Tensor,
+    (m, n, k): (usize, usize, usize),
+) -> Result<CpuStorage> {
+    if let (true, CpuStorage::F32(values), Some((start, end))) =
+        (bf16_matmuls(), x, xl.contiguous_offsets())
+    {
+        if let Some(product) = bf16_product(&values[start..end], m, w, true)? {
+            return Ok(CpuStorage::F32(product));
+        }
+    }
+    let (w_storage, wl) = w.storage_and_layout();
+    let candle_core::Storage::Cpu(ws) = &*w_storage else {
+        candle_core::bail!("frozen matmul: weight is not on the CPU")
+    };
+    x.matmul(ws, (1, m, n, k), xl, &wl.transpose(0, 1)?)
+}
+
+struct FrozenMatmul {
+    w: Tensor,
+}
 
 impl CustomOp2 for FrozenMatmul {
     fn name(&self) -> &'static str {
@@ -17,7 +188,7 @@ impl CustomOp2 for FrozenMatmul {
         &self,
         x: &CpuStorage,
         xl: &Layout,
-        w: &CpuStorage,
+        _w: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (m, k) = xl.shape().dims2()?;
@@ -25,8 +196,10 @@ impl CustomOp2 for FrozenMatmul {
         if k != k2 {
             candle_core::bail!("frozen-matmul: x is [{m}, {k}] but w is [{n}, {k2}]");
         }
-        let wt = wl.transpose(0, 1)?;
-        Ok((x.matmul(w, (1, m, n, k), xl, &wt)?, Shape::from((m, n))))
+        Ok((
+            frozen_forward_cpu(x, xl, &self.w, (m, n, k))?,
+            Shape::from((m, n)),
+        ))
     }
 
     #[cfg(feature = "cuda")]
@@ -50,7 +223,7 @@ impl CustomOp2 for FrozenMatmul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(w)?), None))
+        Ok((Some(input_gradient(grad, w)?), None))
     }
 }
 
@@ -62,7 +235,7 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let m = x.elem_count() / k;
     let x2 = x.reshape((m, k))?;
     // apply_op2 records the op for backprop only when x is part of the graph.
-    let y = x2.apply_op2(w, FrozenMatmul)?;
+    let y = x2.apply_op2(w, FrozenMatmul { w: w.clone() })?;
     let mut out_dims = dims;
     *out_dims.last_mut().expect("non-empty") = w.dim(0)?;
     y.reshape(out_dims)
@@ -447,11 +620,7 @@ impl candle_core::CustomOp3 for LoraLinear {
         let (m, k) = xl.shape().dims2()?;
         let (r, _) = al.shape().dims2()?;
         let (n, _) = bl.shape().dims2()?;
-        let (w_storage, wl) = self.w.storage_and_layout();
-        let candle_core::Storage::Cpu(ws) = &*w_storage else {
-            candle_core::bail!("lora-linear: weight is not on the CPU")
-        };
-        let y = xs.matmul(ws, (1, m, n, k), xl, &wl.transpose(0, 1)?)?;
+        let y = frozen_forward_cpu(xs, xl, &self.w, (m, n, k))?;
         let h = xs.matmul(as_, (1, m, r, k), xl, &al.transpose(0, 1)?)?;
         let hl = Layout::contiguous((m, r));
         let d = h.matmul(bs, (1, m, n, r), &hl, &bl.transpose(0, 1)?)?;
@@ -478,7 +647,7 @@ impl candle_core::CustomOp3 for LoraLinear {
         // Detached: a gradient must not carry a graph that keeps activations alive.
         let (x, a, b) = (&x.detach(), &a.detach(), &b.detach());
         let gb = (g.matmul(b)? * self.scale)?; // [m, r]
-        let dx = (g.matmul(&self.w)? + gb.matmul(a)?)?;
+        let dx = (input_gradient(g, &self.w)? + gb.matmul(a)?)?;
         let da = gb.t()?.matmul(x)?;
         let h = (x.matmul(&a.t()?)? * self.scale)?; // [m, r]
         let db = g.t()?.matmul(&h)?;

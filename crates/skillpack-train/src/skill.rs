@@ -135,6 +135,8 @@ pub struct Hyperparameters {
     pub orth_reg_weight: f64,
     /// Checkpoint every this many steps.
     pub checkpoint_every: usize,
+    /// How products against the frozen weights are computed.
+    pub matmul: crate::MatmulPrecision,
 }
 
 impl Default for Hyperparameters {
@@ -160,6 +162,7 @@ impl Default for Hyperparameters {
             delta_t: 10,
             orth_reg_weight: 0.5,
             checkpoint_every: 50,
+            matmul: crate::MatmulPrecision::F32,
         }
     }
 }
@@ -197,6 +200,7 @@ impl Hyperparameters {
             orth_reg_weight: self.orth_reg_weight,
             checkpoint_every: self.checkpoint_every,
             early_stopping,
+            matmul: self.matmul,
         }
     }
 }
@@ -412,6 +416,16 @@ fn tokenize_all(
 ///
 /// It tunes the process's allocator for training first ([`tune_allocator`]).
 pub fn train_skill(
+    options: &SkillTrainOptions,
+    on_event: impl FnMut(TrainEvent<'_>),
+) -> Result<TrainOutcome> {
+    let outcome = train_skill_inner(options, on_event);
+    // The bf16 copies of the frozen weights go with the model.
+    crate::release_packed_weights();
+    outcome
+}
+
+fn train_skill_inner(
     options: &SkillTrainOptions,
     mut on_event: impl FnMut(TrainEvent<'_>),
 ) -> Result<TrainOutcome> {

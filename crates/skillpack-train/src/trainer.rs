@@ -72,6 +72,9 @@ pub struct TrainConfig {
     /// Evaluate a held-out loss, keep the best step, stop when it stops improving.
     #[serde(default)]
     pub early_stopping: Option<EarlyStopping>,
+    /// How products against the frozen weights are computed ([`crate::MatmulPrecision`]).
+    #[serde(default)]
+    pub matmul: crate::MatmulPrecision,
 }
 
 /// Selection and early stopping by the loss on held-out records (the skill's dev split).
@@ -113,6 +116,7 @@ impl TrainConfig {
             orth_reg_weight: 0.5,
             checkpoint_every: 50,
             early_stopping: None,
+            matmul: crate::MatmulPrecision::F32,
         }
     }
 
@@ -242,6 +246,7 @@ impl Trainer {
         out_dir: &Path,
     ) -> Result<Self> {
         crate::tune_allocator();
+        crate::check_matmul_precision(config.matmul)?;
         if examples.is_empty() {
             return Err(TrainError::Input("no training examples".into()));
         }
@@ -374,6 +379,7 @@ impl Trainer {
     /// Mean cross-entropy over the target tokens of `batch` (indices of training examples), and
     /// the token counts (all positions, target positions).
     pub fn batch_loss(&self, batch: &[usize]) -> Result<(Tensor, usize, usize)> {
+        let _precision = crate::MatmulPrecisionScope::enter(self.config.matmul)?;
         let examples: Vec<&Example> = batch.iter().map(|&i| &self.examples[i]).collect();
         self.loss_of(&examples)
     }
@@ -414,6 +420,7 @@ impl Trainer {
     /// Mean loss per target token over the dev records with the current adapters (batches of
     /// similar lengths, in a fixed order, so the figure is reproducible).
     pub fn dev_loss(&self) -> Result<f64> {
+        let _precision = crate::MatmulPrecisionScope::enter(self.config.matmul)?;
         if self.dev.is_empty() {
             return Err(TrainError::Input("no dev records to evaluate".into()));
         }
@@ -532,6 +539,7 @@ impl Trainer {
 
     /// Runs one optimizer step (with gradient accumulation) and returns its metrics.
     pub fn train_step(&mut self) -> Result<StepMetrics> {
+        let _precision = crate::MatmulPrecisionScope::enter(self.config.matmul)?;
         let started = std::time::Instant::now();
         let cfg = self.config.clone();
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
@@ -747,7 +755,12 @@ impl Trainer {
             return Ok(false);
         };
         let (state, tensors): (CheckpointState, _) = read_state_dir(&dir, self.model.device())?;
-        if state.config != self.config {
+        // The matmul precision may change between runs (a speed choice, like the thread count).
+        let saved = TrainConfig {
+            matmul: self.config.matmul,
+            ..state.config.clone()
+        };
+        if saved != self.config {
             return Err(TrainError::Input(format!(
                 "{}: the checkpoint was made with other settings; resume with the same options or use a new --out",
                 dir.display()
@@ -839,6 +852,7 @@ fn read_state_dir<S: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MatmulPrecision;
 
     /// Optimizer moments and allocator EMAs must be plain tensors: any autograd history in
     /// them chains every step together (this leaked ~250 MiB per step on SmolLM2 before).
@@ -881,5 +895,66 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    /// bf16 products on AMX follow the f32 run: the same losses and gradient norms step by
+    /// step to bf16 rounding, on the tiny llama from the same initialisation.
+    #[test]
+    fn bf16_matmuls_track_the_f32_run() {
+        if !crate::amx::available() {
+            eprintln!("AMX bf16 not available here: skipped");
+            assert!(crate::check_matmul_precision(MatmulPrecision::Bf16).is_err());
+            return;
+        }
+        let fixtures =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+        let path = fixtures.join("tiny-llama/tiny-llama-f32.gguf");
+        let run = |matmul: MatmulPrecision| -> Vec<(f64, f64)> {
+            let model = Llama::new(
+                crate::ModelWeights::load(&path, &candle_core::Device::Cpu, DType::F32).unwrap(),
+            );
+            let examples: Vec<Example> = (0..8)
+                .map(|i| Example {
+                    ids: (0..40).map(|t| (t * 13 + i * 5) as u32 % 1000).collect(),
+                    targets: (0..40).map(|t| t >= 10).collect(),
+                })
+                .collect();
+            let config = TrainConfig {
+                method: Method::Lora,
+                r: 8,
+                checkpoint_every: 0,
+                matmul,
+                ..TrainConfig::skill_defaults(8)
+            };
+            let tmp = std::env::temp_dir().join(format!(
+                "skillpack-bf16-test-{matmul:?}-{}",
+                std::process::id()
+            ));
+            let mut trainer = Trainer::new(model, config, examples, &tmp).unwrap();
+            let steps = (0..5)
+                .map(|_| {
+                    let m = trainer.train_step().unwrap();
+                    (m.loss, m.grad_norm)
+                })
+                .collect();
+            let _ = std::fs::remove_dir_all(&tmp);
+            steps
+        };
+        let (exact, fast) = (run(MatmulPrecision::F32), run(MatmulPrecision::Bf16));
+        for (step, ((l32, g32), (l16, g16))) in exact.iter().zip(&fast).enumerate() {
+            assert!(
+                (l32 - l16).abs() < 1e-3 * l32.abs(),
+                "step {step}: loss {l32} vs {l16}"
+            );
+            assert!(
+                (g32 - g16).abs() < 1.5e-2 * g32.abs(),
+                "step {step}: grad norm {g32} vs {g16}"
+            );
+        }
+        // The losses moved, and the bf16 run did round (it is not the f32 run twice).
+        assert!(exact[4].0 < exact[0].0);
+        assert_ne!(exact, fast);
+        // The setting is scoped: nothing of it is left on this thread.
+        assert!(!crate::ops::bf16_matmuls_for_tests());
     }
 }
