@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use skillpack_train::{
-    bench_training, parse_device, train_skill, DevOptions, Hyperparameters, MatmulPrecision,
-    SkillTrainOptions, StepBudget, TrainEvent,
+    bench_training_on, parse_device, tokenize_records, train_skill, DevOptions, Hyperparameters,
+    MatmulPrecision, SkillTrainOptions, StepBudget, TrainEvent,
 };
 
 /// Train a skill adapter on instruction data ({skill, context, query, output} JSONL).
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  skillpack train --data data/skills/ner/train.jsonl --out runs/ner --steps 300\n  skillpack train --data ner.jsonl --out runs/ner --resume          # continue after an interruption\n  skillpack train --bench                                           # tokens/s and peak memory"
+    after_help = "Examples:\n  skillpack train --data data/skills/ner/train.jsonl --out runs/ner --steps 300\n  skillpack train --data ner.jsonl --out runs/ner --resume          # continue after an interruption\n  skillpack train --bench                                           # tokens/s and peak memory\n  skillpack train --bench --data ner.jsonl --batches-out b.json     # on a skill's records, answer-only loss"
 )]
 pub struct Args {
     /// Instruction records (JSONL).
@@ -119,9 +119,15 @@ pub struct Args {
     /// where the CPU has AMX, else f32. The choice is recorded in train.json.
     #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "bf16"])]
     pub matmul: String,
-    /// Measure training speed (batch × max-len tokens, loss on every token) instead of training.
+    /// Measure training speed instead of training: on random batch × max-len sequences with the
+    /// loss on every token, or with --data on those records (answer-only loss, the trainer's own
+    /// batches; --limit caps the records read).
     #[arg(long)]
     pub bench: bool,
+    /// With --bench: write the token batches the steps trained on (JSON), for another trainer
+    /// to replay the same work (scripts/peft_skill_bench.py).
+    #[arg(long, requires = "bench")]
+    pub batches_out: Option<PathBuf>,
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -188,7 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let hyperparameters = hyperparameters(&args)?;
     if args.bench {
-        return bench(&args, &base, &device, &hyperparameters);
+        return bench(&args, &base, &tokenizer, &device, &hyperparameters);
     }
     let options = SkillTrainOptions {
         data: args.data.clone().expect("required by clap"),
@@ -309,11 +315,45 @@ fn report(options: &SkillTrainOptions, event: TrainEvent<'_>, bar: &mut Option<P
 fn bench(
     args: &Args,
     base: &Path,
+    tokenizer: &Path,
     device: &Device,
     hyperparameters: &Hyperparameters,
 ) -> anyhow::Result<()> {
-    let result = bench_training(base, device, hyperparameters)?;
+    let examples = match &args.data {
+        Some(data) => Some(tokenize_records(
+            tokenizer,
+            data,
+            hyperparameters.max_len,
+            args.limit,
+        )?),
+        None => None,
+    };
+    let result = bench_training_on(base, device, hyperparameters, examples)?;
     let cfg = &result.config;
+    if let Some(path) = &args.batches_out {
+        let batches: Vec<Vec<serde_json::Value>> = result
+            .batches
+            .iter()
+            .map(|batch| {
+                batch
+                    .iter()
+                    .map(|e| serde_json::json!({"ids": e.ids, "targets": e.targets}))
+                    .collect()
+            })
+            .collect();
+        let document = serde_json::json!({
+            "base": base.display().to_string(),
+            "method": args.method,
+            "targets": cfg.targets,
+            "r": cfg.r,
+            "target_r": cfg.target_r,
+            "alpha": cfg.alpha,
+            "lr": cfg.lr,
+            "warmup_steps": 1,
+            "batches": batches,
+        });
+        skillpack_data::write_atomic(path, serde_json::to_string(&document)?.as_bytes())?;
+    }
     if args.json {
         super::print_json(&serde_json::json!({
             "base": base.display().to_string(),
@@ -324,6 +364,8 @@ fn bench(
             "targets": cfg.targets,
             "batch": cfg.batch,
             "seq_len": cfg.max_len,
+            "data": args.data.as_ref().map(|p| p.display().to_string()),
+            "target_tokens_per_step": result.target_tokens_per_step,
             "matmul": cfg.matmul,
             "matmul_option": args.matmul,
             "warmup_step_seconds": result.warmup_step_seconds,

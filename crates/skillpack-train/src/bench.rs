@@ -1,5 +1,6 @@
-//! Training throughput on synthetic batches: every position is a target, as in a plain causal
-//! LM fine-tune (the comparison PEFT's figure uses).
+//! Training throughput: on synthetic batches where every position is a target, as in a plain
+//! causal LM fine-tune (the comparison PEFT's figure uses), or on a skill's own records with the
+//! loss on the answers only, as skills are trained.
 
 use std::path::Path;
 use std::time::Instant;
@@ -7,8 +8,8 @@ use std::time::Instant;
 use candle_core::Device;
 
 use crate::{
-    training_dtype, tune_allocator, Example, Hyperparameters, Llama, ModelWeights, Result,
-    SeededNormal, TrainConfig, Trainer,
+    bucketed_batches, training_dtype, tune_allocator, Example, Hyperparameters, Llama,
+    ModelWeights, Result, SeededNormal, TrainConfig, Trainer,
 };
 
 /// Steps timed after the warmup step.
@@ -28,6 +29,12 @@ pub struct TrainingBench {
     pub tokens_per_s: f64,
     /// Peak resident memory of the process (Linux; 0 elsewhere).
     pub peak_rss_mib: f64,
+    /// The micro-batches the warmup and timed steps trained on, in order (each padded to its
+    /// longest example with token 0; loss where `targets` is set): what another trainer must
+    /// replay to be compared on the same work.
+    pub batches: Vec<Vec<Example>>,
+    /// Target (loss-carrying) tokens per timed step, on average.
+    pub target_tokens_per_step: f64,
 }
 
 /// Times optimizer steps of `hyperparameters` on `base` with random full-length sequences
@@ -40,6 +47,18 @@ pub fn bench_training(
     device: &Device,
     hyperparameters: &Hyperparameters,
 ) -> Result<TrainingBench> {
+    bench_training_on(base, device, hyperparameters, None)
+}
+
+/// [`bench_training`] on `examples` (e.g. a skill's tokenized records, loss on the answers) when
+/// given, else on synthetic full-length sequences with the loss on every token. The steps take
+/// the trainer's own batches: the first micro-batches of its seeded, length-bucketed epoch.
+pub fn bench_training_on(
+    base: &Path,
+    device: &Device,
+    hyperparameters: &Hyperparameters,
+    examples: Option<Vec<Example>>,
+) -> Result<TrainingBench> {
     tune_allocator();
     let config = TrainConfig {
         checkpoint_every: 0,
@@ -47,14 +66,28 @@ pub fn bench_training(
     };
     let model = Llama::new(ModelWeights::load(base, device, training_dtype(device))?);
     let vocab = model.weights.config.vocab_size;
-    let mut rng = SeededNormal::new(7);
-    let examples: Vec<Example> = (0..config.batch * 8)
-        .map(|_| Example {
-            ids: (0..config.max_len)
-                .map(|_| rng.below(vocab) as u32)
-                .collect(),
-            targets: vec![true; config.max_len],
-        })
+    let examples = match examples {
+        Some(examples) => examples,
+        None => {
+            let mut rng = SeededNormal::new(7);
+            (0..config.batch * 8)
+                .map(|_| Example {
+                    ids: (0..config.max_len)
+                        .map(|_| rng.below(vocab) as u32)
+                        .collect(),
+                    targets: vec![true; config.max_len],
+                })
+                .collect()
+        }
+    };
+    // The trainer's first epoch, as it will take it (one micro-batch per step at accumulate 1).
+    let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+    let schedule = bucketed_batches(&lengths, config.batch, config.seed);
+    let batches: Vec<Vec<Example>> = schedule
+        .iter()
+        .cycle()
+        .take((1 + TIMED_STEPS) * config.accumulate.max(1))
+        .map(|batch| batch.iter().map(|&i| examples[i].clone()).collect())
         .collect();
     let scratch =
         std::env::temp_dir().join(format!("skillpack-bench-train-{}", std::process::id()));
@@ -62,15 +95,18 @@ pub fn bench_training(
     let measured = (|| {
         let warmup = trainer.train_step()?;
         let started = Instant::now();
-        let mut tokens = 0;
+        let (mut tokens, mut targets) = (0, 0);
         for _ in 0..TIMED_STEPS {
-            tokens += trainer.train_step()?.tokens;
+            let m = trainer.train_step()?;
+            tokens += m.tokens;
+            targets += m.target_tokens;
         }
-        Ok::<_, crate::TrainError>((warmup.seconds, tokens, started.elapsed().as_secs_f64()))
+        let seconds = started.elapsed().as_secs_f64();
+        Ok::<_, crate::TrainError>((warmup.seconds, tokens, targets, seconds))
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     crate::release_packed_weights();
-    let (warmup_step_seconds, tokens, seconds) = measured?;
+    let (warmup_step_seconds, tokens, targets, seconds) = measured?;
     Ok(TrainingBench {
         config,
         threads: candle_core::utils::get_num_threads(),
@@ -78,5 +114,7 @@ pub fn bench_training(
         seconds_per_step: seconds / TIMED_STEPS as f64,
         tokens_per_s: tokens as f64 / seconds,
         peak_rss_mib: crate::peak_rss_mib(),
+        batches,
+        target_tokens_per_step: targets as f64 / TIMED_STEPS as f64,
     })
 }

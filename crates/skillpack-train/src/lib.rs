@@ -58,7 +58,7 @@ use std::path::Path;
 
 pub use adalora::{orthogonal_regularization, AdaLoraSchedule, RankAllocator, TripletView};
 pub use adapter::{LoraModule, Method};
-pub use bench::{bench_training, TrainingBench};
+pub use bench::{bench_training, bench_training_on, TrainingBench};
 pub use chart::{plot_dev_curves, plot_loss, read_metrics, read_run_curve, RunCurve};
 pub use config::LlamaConfig;
 pub use data::{bucketed_batches, parse_jsonl, prompt_ids, read_jsonl, tokenize, Example, Record};
@@ -72,8 +72,8 @@ pub use ops::{
 };
 pub use peft_io::{export_trained, load_peft, save_peft, ExportReport, PeftExport};
 pub use skill::{
-    evenly_spaced, parse_device, train_skill, training_dtype, DevOptions, Hyperparameters,
-    SkillTrainOptions, StepBudget, TrainEvent, TrainOutcome,
+    evenly_spaced, parse_device, tokenize_records, train_skill, training_dtype, DevOptions,
+    Hyperparameters, SkillTrainOptions, StepBudget, TrainEvent, TrainOutcome,
 };
 pub use skillpack_convert::SeededNormal;
 pub use trainer::{Decay, EarlyStopping, Selection, StepMetrics, TrainConfig, Trainer};

@@ -405,6 +405,30 @@ fn tokenize_all(
         .collect()
 }
 
+/// The first `limit` records (all with `None`) of the instruction JSONL at `data`, tokenized as
+/// [`train_skill`] does with the vocabulary of the GGUF `tokenizer` (loss on the answers).
+pub fn tokenize_records(
+    tokenizer: &Path,
+    data: &Path,
+    max_len: usize,
+    limit: Option<usize>,
+) -> Result<Vec<Example>> {
+    let vocab = Model::load(
+        Backend::get(),
+        tokenizer,
+        &ModelParams {
+            vocab_only: true,
+            ..Default::default()
+        },
+    )?;
+    tokenize_all(&vocab, data, max_len, |mut records| {
+        if let Some(n) = limit {
+            records.truncate(n);
+        }
+        records
+    })
+}
+
 /// Trains a skill adapter as `options` say and exports it, reporting progress to `on_event`.
 ///
 /// The output directory ends with `peft/` (the adapter as PEFT saves it), `adapter.gguf` (when
