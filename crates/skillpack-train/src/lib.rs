@@ -41,6 +41,7 @@
 mod adalora;
 mod adapter;
 pub mod amx;
+mod attention;
 mod bench;
 mod chart;
 mod config;

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 use skillpack_convert::Activation;
 
-use crate::ops::{causal_softmax, frozen_linear, rms_norm, rope, swiglu};
+use crate::attention::causal_attention;
+use crate::ops::{frozen_linear, rms_norm, rope, swiglu};
 use crate::{LoraModule, ModelWeights, Result};
 
 /// Identifies an adaptable linear layer: block index and HF projection name.
@@ -147,9 +148,7 @@ impl Llama {
             let rep = nh / nkv;
             let q = q.reshape((b, nkv, rep * t, hd))?;
             let window = if sliding { c.sliding_window } else { None };
-            let probs = causal_softmax(&q.matmul(&k.t()?)?, c.attention_scale, window)?;
-            let attn = probs
-                .matmul(&v)?
+            let attn = causal_attention(&q, &k, &v, c.attention_scale, window)?
                 .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .contiguous()?

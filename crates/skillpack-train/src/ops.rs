@@ -47,13 +47,9 @@ thread_local! {
     static BF16_MATMULS: Cell<bool> = const { Cell::new(false) };
 }
 
-fn bf16_matmuls() -> bool {
+/// Whether products against frozen weights run in bf16 on this thread.
+pub(crate) fn bf16_matmuls() -> bool {
     BF16_MATMULS.with(Cell::get)
-}
-
-#[cfg(test)]
-pub(crate) fn bf16_matmuls_for_tests() -> bool {
-    bf16_matmuls()
 }
 
 /// Frozen weights packed for AMX, by tensor and orientation (`true`: for `x · Wᵀ`).

@@ -955,6 +955,6 @@ mod tests {
         assert!(exact[4].0 < exact[0].0);
         assert_ne!(exact, fast);
         // The setting is scoped: nothing of it is left on this thread.
-        assert!(!crate::ops::bf16_matmuls_for_tests());
+        assert!(!crate::ops::bf16_matmuls());
     }
 }
