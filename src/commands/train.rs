@@ -114,9 +114,9 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Products against the frozen weights on the CPU: f32, or bf16 on Intel AMX tiles (operands
-    /// rounded to bf16, f32 accumulation; adapters, attention and the loss stay f32); auto: bf16
-    /// where the CPU has AMX, else f32. The choice is recorded in train.json.
+    /// Products against the frozen weights and in attention on the CPU: f32, or bf16 on Intel
+    /// AMX tiles (operands rounded to bf16, f32 accumulation; adapters, softmax and the loss stay
+    /// f32); auto: bf16 where the CPU has AMX, else f32. The choice is recorded in train.json.
     #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "bf16"])]
     pub matmul: String,
     /// Measure training speed instead of training: on random batch × max-len sequences with the

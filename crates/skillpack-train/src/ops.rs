@@ -22,8 +22,9 @@ pub enum MatmulPrecision {
     #[default]
     F32,
     /// Operands rounded to bf16, f32 accumulation, on Intel AMX tiles (Sapphire Rapids and
-    /// later): the frozen linears and the LM head, forward and input-gradient products. Adapters,
-    /// attention, norms and the loss stay f32, like PyTorch's CPU autocast to bf16.
+    /// later): the frozen linears and the LM head (forward and input-gradient products) and the
+    /// attention products. Adapters, norms, softmax and the loss stay f32, like PyTorch's CPU
+    /// autocast to bf16.
     Bf16,
 }
 
