@@ -197,8 +197,23 @@ impl CustomOp3 for CausalAttention {
             t,
             hd,
         };
-        let flat = |x: &Tensor| -> Result<Vec<f32>> { x.contiguous()?.flatten_all()?.to_vec1() };
-        let (qv, kv, vv, gv) = (flat(q)?, flat(k)?, flat(v)?, flat(grad)?);
+        // Read in place (q, k, v were made contiguous for the forward pass; `contiguous` of a
+        // contiguous tensor shares its storage).
+        let inputs = [
+            q.contiguous()?,
+            k.contiguous()?,
+            v.contiguous()?,
+            grad.contiguous()?,
+        ];
+        let guards: Vec<_> = inputs.iter().map(|x| x.storage_and_layout()).collect();
+        let slices = guards
+            .iter()
+            .map(|(storage, layout)| match &**storage {
+                candle_core::Storage::Cpu(s) => f32_slice(s, layout),
+                _ => candle_core::bail!("causal-attention: backward inputs must be on the CPU"),
+            })
+            .collect::<Result<Vec<&[f32]>>>()?;
+        let (qv, kv, vv, gv) = (slices[0], slices[1], slices[2], slices[3]);
         let (qn, kn, pn) = (rows * hd, t * hd, rows * t);
         let probs = self.probs.lock().unwrap_or_else(|e| e.into_inner()).take();
         let per_group: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..d.groups)
