@@ -169,3 +169,68 @@ fn kill_dash_nine_then_resume_matches_an_uninterrupted_run() {
     }
     assert!(straight.join("loss.svg").is_file());
 }
+
+/// `train --bench --data` times the trainer on the records and writes the batches it trained
+/// on: five of them (warmup + four timed), each a batch of tokenized records whose loss tokens
+/// are the answer's (a suffix), and the reported loss tokens per step are those of the timed
+/// batches — what PEFT replays in scripts/peft_skill_bench.py.
+#[test]
+fn bench_on_records_writes_the_batches_it_trained_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data.jsonl");
+    write_data(&data);
+    let batches_path = tmp.path().join("batches.json");
+    let tiny = fixtures().join("tiny-llama/tiny-llama-f32.gguf");
+    let (ok, stdout, stderr) = skillpack(&[
+        &"train",
+        &"--bench",
+        &"--r",
+        &"4",
+        &"--target-r",
+        &"2",
+        &"--max-len",
+        &"64",
+        &"--batch",
+        &"3",
+        &"--json",
+        &"--base",
+        &tiny,
+        &"--data",
+        &data,
+        &"--batches-out",
+        &batches_path,
+    ]);
+    assert!(ok, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(summary["tokens_per_s"].as_f64().unwrap() > 0.0);
+    let dump: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&batches_path).unwrap()).unwrap();
+    let batches = dump["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 5);
+    let mut timed_targets = 0usize;
+    for (step, batch) in batches.iter().enumerate() {
+        assert_eq!(batch.as_array().unwrap().len(), 3);
+        for example in batch.as_array().unwrap() {
+            let ids = example["ids"].as_array().unwrap();
+            let targets: Vec<bool> = example["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_bool().unwrap())
+                .collect();
+            assert_eq!(ids.len(), targets.len());
+            let first = targets.iter().position(|t| *t).expect("an answer token");
+            assert!(first > 0, "the prompt carries no loss");
+            assert!(
+                targets[first..].iter().all(|t| *t),
+                "the answer is a suffix"
+            );
+            if step > 0 {
+                timed_targets += targets[1..].iter().filter(|t| **t).count();
+            }
+        }
+    }
+    let reported = summary["target_tokens_per_step"].as_f64().unwrap();
+    assert_eq!(reported, timed_targets as f64 / 4.0);
+    assert_eq!(dump["method"], "adalora");
+}

@@ -374,12 +374,20 @@ fn bench(
             "peak_rss_mib": result.peak_rss_mib,
         }))?;
     } else {
+        let work = match &args.data {
+            Some(data) => format!(
+                "batches of {} records of {} up to {} tokens, {:.0} loss tokens per step",
+                cfg.batch,
+                data.display(),
+                cfg.max_len,
+                result.target_tokens_per_step
+            ),
+            None => format!("batch {} × {} tokens", cfg.batch, cfg.max_len),
+        };
         println!(
-            "{:.1} tokens/s ({:.2} s/step, batch {} × {} tokens, {} r={} on {}, {} matmuls), peak RSS {:.0} MiB",
+            "{:.1} tokens/s ({:.2} s/step, {work}, {} r={} on {}, {} matmuls), peak RSS {:.0} MiB",
             result.tokens_per_s,
             result.seconds_per_step,
-            cfg.batch,
-            cfg.max_len,
             args.method,
             cfg.r,
             cfg.targets.join(","),
