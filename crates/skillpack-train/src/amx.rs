@@ -217,6 +217,7 @@ pub fn matmul(a: &[f32], m: usize, b: &PackedRight) -> Vec<f32> {
 }
 
 /// The tile configuration: palette 1, tiles 0–7 all 16 rows × 64 bytes.
+#[cfg(target_arch = "x86_64")]
 #[repr(C, align(64))]
 struct TileConfig {
     palette: u8,
@@ -226,6 +227,7 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Loads the tile configuration on this thread.
 ///
 /// # Safety
@@ -248,6 +250,7 @@ unsafe fn configure_tiles() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Returns the tile state to its initial state, so the OS need not save it.
 ///
 /// # Safety
@@ -259,6 +262,7 @@ unsafe fn release_tiles() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// One 32 × 32 output block: `c[0..32, 0..32] = a[0..32, ..] · [b0 | b1]` over `k_steps` steps
 /// of 32. `lda` and `ldc` are row strides in bytes; `b0`/`b1` are the packed panels of two
 /// consecutive 16-column blocks.
@@ -318,6 +322,28 @@ unsafe fn kernel(
             options(nostack)
         );
     }
+}
+
+/// Elsewhere there are no tiles: [`available`] is false, so these are never reached.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn configure_tiles() {
+    unreachable!("AMX is x86-64 only")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn release_tiles() {}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn kernel(
+    _: *const u16,
+    _: usize,
+    _: *const u16,
+    _: *const u16,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+) {
+    unreachable!("AMX is x86-64 only")
 }
 
 #[cfg(test)]
