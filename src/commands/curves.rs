@@ -23,17 +23,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         return super::print_json(&serde_json::json!({"chart": args.output, "runs": runs}));
     }
-    println!("| skill | steps (budget) | exported step | best dev loss | stopped early |");
-    println!("|---|---|---|---|---|");
+    println!("| skill | steps (budget) | exported step | best dev loss | stopped early | matmul |");
+    println!("|---|---|---|---|---|---|");
     for r in &runs {
         println!(
-            "| {} | {} ({}) | {} | {} | {} |",
+            "| {} | {} ({}) | {} | {} | {} | {} |",
             r.name,
             r.steps,
             r.step_budget.map_or("–".into(), |b| b.to_string()),
             r.exported_step.map_or("–".into(), |s| s.to_string()),
             r.best_dev_loss.map_or("–".into(), |l| format!("{l:.4}")),
-            if r.stopped_early { "yes" } else { "no" }
+            if r.stopped_early { "yes" } else { "no" },
+            r.matmul.as_deref().unwrap_or("–")
         );
     }
     println!("chart: {}", args.output.display());

@@ -116,7 +116,7 @@ pub struct Args {
     pub device: String,
     /// Products against the frozen weights and in attention on the CPU: f32, or bf16 on Intel
     /// AMX tiles (operands rounded to bf16, f32 accumulation; adapters, softmax and the loss stay
-    /// f32); auto: bf16 where the CPU has AMX, else f32. The choice is recorded in train.json.
+    /// f32); auto: bf16 where the CPU has AMX, else f32. metrics.jsonl records it per step.
     #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "bf16"])]
     pub matmul: String,
     /// Measure training speed instead of training: on random batch × max-len sequences with the

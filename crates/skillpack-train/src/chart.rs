@@ -99,6 +99,9 @@ pub struct RunCurve {
     pub best_dev_loss: Option<f64>,
     /// Patience ran out before the step budget.
     pub stopped_early: bool,
+    /// Steps per matmul precision, e.g. `f32 300 + bf16 100` (finished runs; `f32` for runs
+    /// from before the setting existed).
+    pub matmul: Option<String>,
 }
 
 /// Reads a training output directory: its `train.json` when the run finished, else the dev
@@ -132,6 +135,15 @@ pub fn read_run_curve(dir: &Path) -> Result<RunCurve> {
         exported_step: v["exported_step"].as_u64().map(|s| s as usize),
         best_dev_loss: v["best_dev_loss"].as_f64(),
         stopped_early: v["stopped_early"].as_bool().unwrap_or(false),
+        matmul: Some(match v["matmul"].as_object() {
+            Some(steps) if steps.len() == 1 => steps.keys().next().cloned().unwrap_or_default(),
+            Some(steps) => steps
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(" + "),
+            None => "f32".into(),
+        }),
     })
 }
 
@@ -157,6 +169,7 @@ fn read_partial_run(dir: &Path, name: String) -> Result<RunCurve> {
         best_dev_loss: dev_losses.iter().map(|p| p.1).reduce(f64::min),
         stopped_early: false,
         dev_losses,
+        matmul: None,
     })
 }
 

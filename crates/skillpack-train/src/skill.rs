@@ -3,6 +3,7 @@
 //! the best step as PEFT and GGUF, and keep `metrics.jsonl`, `loss.svg` and `train.json` in the
 //! output directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -316,6 +317,19 @@ impl TrainOutcome {
         self.out.join("loss.svg")
     }
 
+    /// Steps per matmul precision (`{"f32": 300, "bf16": 100}`): a resumed run may change it.
+    pub fn matmul_steps(&self) -> BTreeMap<String, usize> {
+        let mut steps = BTreeMap::new();
+        for m in &self.metrics {
+            let name = match m.matmul {
+                crate::MatmulPrecision::F32 => "f32",
+                crate::MatmulPrecision::Bf16 => "bf16",
+            };
+            *steps.entry(name.to_string()).or_insert(0) += 1;
+        }
+        steps
+    }
+
     /// The dev loss at each evaluation step.
     pub fn dev_losses(&self) -> Vec<(usize, f64)> {
         self.metrics
@@ -344,6 +358,7 @@ impl TrainOutcome {
             "seconds": self.seconds,
             "tokens_per_s": self.tokens_per_s,
             "peak_rss_mib": self.peak_rss_mib,
+            "matmul": self.matmul_steps(),
         })
     }
 }

@@ -166,6 +166,10 @@ pub struct StepMetrics {
     /// Mean loss per target token on the dev records, at evaluation steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev_loss: Option<f64>,
+    /// How the step's products against the frozen weights ran (lines written before the
+    /// setting existed were f32).
+    #[serde(default)]
+    pub matmul: crate::MatmulPrecision,
 }
 
 fn rss_mib() -> f64 {
@@ -678,6 +682,7 @@ impl Trainer {
             rank_budget,
             rss_mib: rss_mib(),
             dev_loss,
+            matmul: cfg.matmul,
         };
         let line = serde_json::to_string(&metrics).map_err(|e| TrainError::Input(e.to_string()))?;
         let metrics_path = self.out_dir.join("metrics.jsonl");
@@ -934,6 +939,7 @@ mod tests {
             let steps = (0..5)
                 .map(|_| {
                     let m = trainer.train_step().unwrap();
+                    assert_eq!(m.matmul, matmul, "the step records its precision");
                     (m.loss, m.grad_norm)
                 })
                 .collect();
