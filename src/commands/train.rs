@@ -161,7 +161,10 @@ fn hyperparameters(args: &Args) -> anyhow::Result<Hyperparameters> {
         orth_reg_weight: args.orth_reg_weight,
         checkpoint_every: args.checkpoint_every,
         matmul: match args.matmul.as_str() {
-            "auto" if skillpack_train::amx::available() => MatmulPrecision::Bf16,
+            // bf16 runs on AMX, i.e. only for CPU training.
+            "auto" if args.device == "cpu" && skillpack_train::amx::available() => {
+                MatmulPrecision::Bf16
+            }
             "auto" => MatmulPrecision::F32,
             other => other.parse()?,
         },
@@ -257,9 +260,13 @@ fn report(options: &SkillTrainOptions, event: TrainEvent<'_>, bar: &mut Option<P
             tokens,
             target_tokens,
         } => eprintln!(
-            "{records} records from {} ({tokens} tokens, {target_tokens} in outputs); base {}",
+            "{records} records from {} ({tokens} tokens, {target_tokens} in outputs); base {}; {} matmuls",
             options.data.display(),
-            options.base.display()
+            options.base.display(),
+            match options.hyperparameters.matmul {
+                MatmulPrecision::F32 => "f32",
+                MatmulPrecision::Bf16 => "bf16 (AMX)",
+            }
         ),
         TrainEvent::DevLoaded { records } => {
             if let Some(dev) = &options.dev {
