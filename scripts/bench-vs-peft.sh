@@ -55,7 +55,8 @@ round_line() { # ROUND NAME PEFT_TOKENS_PER_S (ours in the array `ours`)
   echo "$line}"
 }
 
-if [[ -n "$SKILLS" ]] && ! "$PEFT_PYTHON" -c "import peft" 2>/dev/null; then
+# What scripts/peft_skill_bench.py imports (the shared tool builds exactly that environment).
+if [[ -n "$SKILLS" ]] && ! "$PEFT_PYTHON" -c "import torch, transformers, peft, gguf" 2>/dev/null; then
   "$PEFT_BENCH" "$MODEL" "$THREADS" 1 >/dev/null # builds the PEFT environment
 fi
 SCRATCH=$(mktemp -d)

@@ -30,6 +30,8 @@ batches = spec["batches"]
 warmup = spec.get("warmup_steps", 1)
 if spec["method"] != "adalora":
     sys.exit(f"{batches_path}: only adalora batches are replayed, not {spec['method']}")
+if spec.get("accumulate", 1) != 1:
+    sys.exit(f"{batches_path}: replays one batch per optimizer step; bench with --accumulate 1")
 config = AdaLoraConfig(
     init_r=spec["r"],
     target_r=spec["target_r"],

@@ -263,10 +263,7 @@ fn report(options: &SkillTrainOptions, event: TrainEvent<'_>, bar: &mut Option<P
             "{records} records from {} ({tokens} tokens, {target_tokens} in outputs); base {}; {} matmuls",
             options.data.display(),
             options.base.display(),
-            match options.hyperparameters.matmul {
-                MatmulPrecision::F32 => "f32",
-                MatmulPrecision::Bf16 => "bf16 (AMX)",
-            }
+            options.hyperparameters.matmul.as_str()
         ),
         TrainEvent::DevLoaded { records } => {
             if let Some(dev) = &options.dev {
@@ -356,7 +353,8 @@ fn bench(
             "target_r": cfg.target_r,
             "alpha": cfg.alpha,
             "lr": cfg.lr,
-            "warmup_steps": 1,
+            "accumulate": cfg.accumulate,
+            "warmup_steps": skillpack_train::WARMUP_STEPS,
             "batches": batches,
         });
         skillpack_data::write_atomic(path, serde_json::to_string(&document)?.as_bytes())?;
@@ -398,7 +396,7 @@ fn bench(
             args.method,
             cfg.r,
             cfg.targets.join(","),
-            serde_json::to_value(cfg.matmul)?.as_str().unwrap_or("?"),
+            cfg.matmul.as_str(),
             result.peak_rss_mib
         );
     }

@@ -8,11 +8,13 @@ use std::time::Instant;
 use candle_core::Device;
 
 use crate::{
-    bucketed_batches, training_dtype, tune_allocator, Example, Hyperparameters, Llama,
-    ModelWeights, Result, SeededNormal, TrainConfig, Trainer,
+    training_dtype, tune_allocator, Example, Hyperparameters, Llama, ModelWeights, Result,
+    SeededNormal, TrainConfig, Trainer,
 };
 
-/// Steps timed after the warmup step.
+/// Untimed steps first (one-time allocations, kernel selection, packing weights).
+pub const WARMUP_STEPS: usize = 1;
+/// Steps timed after the warmup.
 const TIMED_STEPS: usize = 4;
 
 /// What [`bench_training`] measured.
@@ -80,20 +82,24 @@ pub fn bench_training_on(
                 .collect()
         }
     };
-    // The trainer's first epoch, as it will take it (one micro-batch per step at accumulate 1).
-    let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
-    let schedule = bucketed_batches(&lengths, config.batch, config.seed);
-    let batches: Vec<Vec<Example>> = schedule
-        .iter()
-        .cycle()
-        .take((1 + TIMED_STEPS) * config.accumulate.max(1))
-        .map(|batch| batch.iter().map(|&i| examples[i].clone()).collect())
-        .collect();
     let scratch =
         std::env::temp_dir().join(format!("skillpack-bench-train-{}", std::process::id()));
-    let mut trainer = Trainer::new(model, config.clone(), examples, &scratch)?;
+    let mut trainer = Trainer::new(model, config.clone(), examples.clone(), &scratch)?;
+    // The micro-batches the steps below will take, from the trainer's own schedule.
+    let batches: Vec<Vec<Example>> = (0..(WARMUP_STEPS + TIMED_STEPS) * config.accumulate.max(1))
+        .map(|micro| {
+            trainer
+                .micro_batch(micro)
+                .iter()
+                .map(|&i| examples[i].clone())
+                .collect()
+        })
+        .collect();
     let measured = (|| {
-        let warmup = trainer.train_step()?;
+        let mut warmup = 0.0;
+        for _ in 0..WARMUP_STEPS {
+            warmup += trainer.train_step()?.seconds;
+        }
         let started = Instant::now();
         let (mut tokens, mut targets) = (0, 0);
         for _ in 0..TIMED_STEPS {
@@ -102,7 +108,7 @@ pub fn bench_training_on(
             targets += m.target_tokens;
         }
         let seconds = started.elapsed().as_secs_f64();
-        Ok::<_, crate::TrainError>((warmup.seconds, tokens, targets, seconds))
+        Ok::<_, crate::TrainError>((warmup, tokens, targets, seconds))
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     crate::release_packed_weights();

@@ -59,7 +59,7 @@ use std::path::Path;
 
 pub use adalora::{orthogonal_regularization, AdaLoraSchedule, RankAllocator, TripletView};
 pub use adapter::{LoraModule, Method};
-pub use bench::{bench_training, bench_training_on, TrainingBench};
+pub use bench::{bench_training, bench_training_on, TrainingBench, WARMUP_STEPS};
 pub use chart::{plot_dev_curves, plot_loss, read_metrics, read_run_curve, RunCurve};
 pub use config::LlamaConfig;
 pub use data::{bucketed_batches, parse_jsonl, prompt_ids, read_jsonl, tokenize, Example, Record};

@@ -28,16 +28,25 @@ pub enum MatmulPrecision {
     Bf16,
 }
 
+impl MatmulPrecision {
+    /// Its name in options, `metrics.jsonl` and `train.json`: `f32` or `bf16`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatmulPrecision::F32 => "f32",
+            MatmulPrecision::Bf16 => "bf16",
+        }
+    }
+}
+
 impl std::str::FromStr for MatmulPrecision {
     type Err = crate::TrainError;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "f32" => Ok(MatmulPrecision::F32),
-            "bf16" => Ok(MatmulPrecision::Bf16),
-            other => Err(crate::TrainError::Input(format!(
-                "matmul precision must be f32 or bf16, not `{other}`"
-            ))),
-        }
+        [MatmulPrecision::F32, MatmulPrecision::Bf16]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                crate::TrainError::Input(format!("matmul precision must be f32 or bf16, not `{s}`"))
+            })
     }
 }
 
@@ -158,9 +167,7 @@ fn frozen_forward_cpu(
     w: &Tensor,
     (m, n, k): (usize, usize, usize),
 ) -> Result<CpuStorage> {
-    if let (true, CpuStorage::F32(values), Some((start, end))) =
-        (bf16_matmuls(), x, xl.contiguous_offsets())
-    {
+    if let (CpuStorage::F32(values), Some((start, end))) = (x, xl.contiguous_offsets()) {
         if let Some(product) = bf16_product(&values[start..end], m, w, true)? {
             return Ok(CpuStorage::F32(product));
         }

@@ -321,11 +321,7 @@ impl TrainOutcome {
     pub fn matmul_steps(&self) -> BTreeMap<String, usize> {
         let mut steps = BTreeMap::new();
         for m in &self.metrics {
-            let name = match m.matmul {
-                crate::MatmulPrecision::F32 => "f32",
-                crate::MatmulPrecision::Bf16 => "bf16",
-            };
-            *steps.entry(name.to_string()).or_insert(0) += 1;
+            *steps.entry(m.matmul.as_str().to_string()).or_insert(0) += 1;
         }
         steps
     }
@@ -428,20 +424,29 @@ pub fn tokenize_records(
     max_len: usize,
     limit: Option<usize>,
 ) -> Result<Vec<Example>> {
-    let vocab = Model::load(
+    tokenize_all(&load_vocab(tokenizer)?, data, max_len, |records| {
+        first_records(records, limit)
+    })
+}
+
+/// The tokenizer of the GGUF at `path` (its vocabulary only, no weights).
+fn load_vocab(path: &Path) -> Result<Model> {
+    Ok(Model::load(
         Backend::get(),
-        tokenizer,
+        path,
         &ModelParams {
             vocab_only: true,
             ..Default::default()
         },
-    )?;
-    tokenize_all(&vocab, data, max_len, |mut records| {
-        if let Some(n) = limit {
-            records.truncate(n);
-        }
-        records
-    })
+    )?)
+}
+
+/// The first `limit` records (all with `None`).
+fn first_records(mut records: Vec<crate::Record>, limit: Option<usize>) -> Vec<crate::Record> {
+    if let Some(n) = limit {
+        records.truncate(n);
+    }
+    records
 }
 
 /// Trains a skill adapter as `options` say and exports it, reporting progress to `on_event`.
@@ -471,19 +476,9 @@ fn train_skill_inner(
     tune_allocator();
     let hyper = &options.hyperparameters;
     let out = &options.out;
-    let vocab = Model::load(
-        Backend::get(),
-        &options.tokenizer,
-        &ModelParams {
-            vocab_only: true,
-            ..Default::default()
-        },
-    )?;
-    let examples = tokenize_all(&vocab, &options.data, hyper.max_len, |mut records| {
-        if let Some(n) = options.limit {
-            records.truncate(n);
-        }
-        records
+    let vocab = load_vocab(&options.tokenizer)?;
+    let examples = tokenize_all(&vocab, &options.data, hyper.max_len, |records| {
+        first_records(records, options.limit)
     })?;
     on_event(TrainEvent::DataLoaded {
         records: examples.len(),

@@ -345,7 +345,7 @@ impl Trainer {
     /// The micro-batch (example indices) used at global micro-step `micro`. Each epoch is a
     /// fresh seeded shuffle, so the order depends only on the seed and the position; the epoch's
     /// batches are computed once, not on every step.
-    fn micro_batch(&mut self, micro: usize) -> Vec<usize> {
+    pub(crate) fn micro_batch(&mut self, micro: usize) -> Vec<usize> {
         // The number of batches per epoch depends only on the dataset size, not on the seed.
         let lengths = || {
             self.examples
