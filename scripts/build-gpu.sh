@@ -5,6 +5,12 @@
 #
 #   scripts/build-gpu.sh                      # target/gpu/release/skillpack
 #   CUDA_COMPUTE_CAP=89 scripts/build-gpu.sh  # for another GPU generation (default 90: H100/H200)
+#   scripts/build-gpu.sh --with-trainer       # also the CUDA trainer (`cuda`): target/gpu-trainer
+#
+# For a machine whose driver is CUDA 13.0 (driver 580), build with that toolkit:
+# SKILLPACK_CUDA_VERSION=13.0.88 (cuBLAS 13.0 follows); the trainer's kernels are PTX and need a
+# driver at least as new as the nvcc that wrote them. GGML_CUDA_FA=OFF leaves out ggml's
+# flash-attention kernels (a third of the compile time; llama.cpp then attends without them).
 #
 # Not part of the test command: ggml's CUDA kernels take long to compile on two cores.
 #
@@ -21,7 +27,17 @@ eval "$(scripts/cuda-toolkit.sh --env)"
 CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 # cuBLAS: headers to compile ggml-cuda, shared libraries to link and run. Same release line as
 # the toolkit (CUDA 13).
-CUBLAS_VERSION=${CUBLAS_VERSION:-13.4.0.1}
+case "${SKILLPACK_CUDA_VERSION:-13.4}" in
+  13.0*) CUBLAS_VERSION=${CUBLAS_VERSION:-13.0.2.14} ;;
+  *) CUBLAS_VERSION=${CUBLAS_VERSION:-13.4.0.1} ;;
+esac
+FEATURES=gpu
+TARGET_DIR=target/gpu
+if [[ ${1:-} == --with-trainer ]]; then
+  FEATURES="gpu cuda"
+  TARGET_DIR=target/gpu-trainer
+  export CUDA_COMPUTE_CAP
+fi
 CACHE=${SKILLPACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skillpack}
 CUBLAS_DIR="$CACHE/cublas-$CUBLAS_VERSION"
 
@@ -66,8 +82,8 @@ export RUSTFLAGS="${RUSTFLAGS:-} -L native=$LINK_DIR -L native=$CUDA_HOME/lib -L
 -C link-arg=-Wl,--no-as-needed -C link-arg=-lcublas -C link-arg=-lcublasLt \
 -C link-arg=-Wl,-rpath,$CUBLAS_LIB"
 say "CUDA_HOME=$CUDA_HOME, cuBLAS $CUBLAS_VERSION, kernels for compute capability $CUDA_COMPUTE_CAP"
-cargo build --release --locked --features gpu --target-dir target/gpu --bin skillpack
-BIN=target/gpu/release/skillpack
+cargo build --release --locked --features "$FEATURES" --target-dir "$TARGET_DIR" --bin skillpack
+BIN=$TARGET_DIR/release/skillpack
 say "built $BIN; it loads at run time:"
 readelf -d "$BIN" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/  \1/p' | grep -E 'cu|nvrtc' >&2 || true
 echo "$BIN"

@@ -9,6 +9,10 @@
 # runtime, NVRTC, CCCL), which unpack into one toolkit tree, nvidia/cu13/{bin,include,lib,nvvm}.
 # CUDA 13.4 because it is the newest version cudarc 0.19 (candle's CUDA binding) knows.
 #
+# SKILLPACK_CUDA_VERSION=13.0.88 picks the CUDA 13.0 toolkit instead: candle's kernels are
+# shipped as PTX, which a GPU driver only JIT-compiles when it is at least as new as the nvcc
+# that wrote it (driver 580 = CUDA 13.0). Build with the toolkit the target machine's driver has.
+#
 # Link stubs: the driver library (libcuda) is never on PyPI — it comes with the GPU driver — and
 # cuBLAS/cuRAND are ~0.5 GB of wheels that a build does not execute. Like the toolkit's own
 # lib/stubs, this script writes stub libraries for them into $CUDA_HOME/lib/stubs: every function
@@ -22,16 +26,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CUDA_VERSION=13.4.92
-CUDARC_CUDA_VERSION=13040
+CUDA_VERSION=${SKILLPACK_CUDA_VERSION:-13.4.92}
+# cudarc names a toolkit by major and minor: 13.4.x -> 13040.
+CUDARC_CUDA_VERSION=$(echo "$CUDA_VERSION" | awk -F. '{ printf "%d0%d0", $1, $2 }')
+# CCCL has its own version line: the release that pairs with each toolkit.
+case "$CUDA_VERSION" in
+  13.4.*) CCCL_VERSION=13.3.5.0.6 ;;
+  13.0.*) CCCL_VERSION=13.0.85 ;;
+  *) echo "[cuda-toolkit] error: no CCCL release known for CUDA $CUDA_VERSION (13.4.x or 13.0.x)" >&2; exit 1 ;;
+esac
 WHEELS=(
   "nvidia-cuda-nvcc==$CUDA_VERSION"
   "nvidia-nvvm==$CUDA_VERSION"
   "nvidia-cuda-crt==$CUDA_VERSION"
   "nvidia-cuda-runtime==$CUDA_VERSION"
   "nvidia-cuda-nvrtc==$CUDA_VERSION"
-  # CCCL has its own version line; 13.3.5 is the newest release that the 13.4 toolkit pairs with.
-  "nvidia-cuda-cccl==13.3.5.0.6"
+  "nvidia-cuda-cccl==$CCCL_VERSION"
 )
 CACHE=${SKILLPACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skillpack}
 DIR="$CACHE/cuda-$CUDA_VERSION"

@@ -5,15 +5,27 @@
 # (scripts/build-cuda.sh --check), then the fuzz targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-cargo fmt --all -- --check
-cargo clippy --release --locked --workspace --all-targets --quiet -- -D warnings
+# Each phase's wall time, printed as it ends and summed up at the end (CI's budget is 30 min).
+TIMES=()
+phase() {
+  local name=$1 start=$SECONDS
+  shift
+  "$@"
+  TIMES+=("$(printf '%5d s  %s' $((SECONDS - start)) "$name")")
+  echo "[test] $name: $((SECONDS - start)) s" >&2
+}
+phase setup scripts/setup.sh
+phase fmt cargo fmt --all -- --check
+phase clippy cargo clippy --release --locked --workspace --all-targets --quiet -- -D warnings
 # The API documentation builds without a warning (its examples run as doc tests below).
-RUSTDOCFLAGS="-D warnings" cargo doc --release --locked --no-deps --workspace --quiet
+RUSTDOCFLAGS="-D warnings" phase doc cargo doc --release --locked --no-deps --workspace --quiet
 # The C API's static library, which tests/c_api.rs links a C program against.
-cargo build --release --locked -p skillpack-capi
-cargo test --release --locked --workspace -- --test-threads 1
+phase capi cargo build --release --locked -p skillpack-capi
+phase tests cargo test --release --locked --workspace -- --test-threads 1
 # The CUDA trainer compiles (toolkit from PyPI wheels; nothing runs on a GPU here).
-scripts/build-cuda.sh --check
+phase cuda-check scripts/build-cuda.sh --check
 # Every fuzz target briefly (60 s each, two at a time), after replaying fuzz/regressions.
-FUZZ_SECONDS=${FUZZ_SECONDS:-60} scripts/fuzz.sh
+FUZZ_SECONDS=${FUZZ_SECONDS:-60} phase fuzz scripts/fuzz.sh
+printf '[test] wall time per phase:\n' >&2
+printf '  %s\n' "${TIMES[@]}" >&2
+echo "[test] total: $SECONDS s" >&2

@@ -161,6 +161,18 @@ fn routers_train_route_and_evaluate() {
         ],
         "{v}"
     );
+    // The weights of the held-out prompts (3 here, at most 5) under the warm start and under
+    // the chosen router.
+    let before_after = v["training"]["weights_before_after"].as_array().unwrap();
+    assert_eq!(before_after.len(), 3, "{v}");
+    for row in before_after {
+        assert!(!row["prompt"].as_str().unwrap().is_empty());
+        assert!(
+            row["before"].as_object().is_some_and(|w| !w.is_empty()),
+            "{row}"
+        );
+        assert!(row["after"].is_object(), "{row}");
+    }
 
     // A run that cannot improve on its warm start (learning rate 0: every candidate is the
     // general head) keeps the better of the warm start and the base model. On these medmcqa
@@ -185,6 +197,14 @@ fn routers_train_route_and_evaluate() {
         .unwrap()
     };
     assert_eq!(read("task-medmcqa")["gain"], 0.0);
+    // Gain 0: after training no prompt gets a skill; before, each got the warm start's.
+    for row in v["training"]["weights_before_after"].as_array().unwrap() {
+        assert!(
+            row["before"].as_object().is_some_and(|w| !w.is_empty()),
+            "{row}"
+        );
+        assert_eq!(row["after"], serde_json::json!({}), "{row}");
+    }
     // On bc5cdr the base model scores no better than the warm start (ties go to the warm
     // start): the task router is the general router's head under the task's name.
     let (ok, out, err) = end_to_end("bc5cdr", &["--name", "task-bc5cdr", "--lr", "0"]);
@@ -200,6 +220,12 @@ fn routers_train_route_and_evaluate() {
         v["training"]["validation"]["chosen"],
         "warm start `general`"
     );
+    for row in v["training"]["weights_before_after"].as_array().unwrap() {
+        assert_eq!(
+            row["before"], row["after"],
+            "the fallback routes as before: {row}"
+        );
+    }
     let (task, general) = (read("task-bc5cdr"), read("general"));
     assert_eq!(task["temperature"], general["temperature"]);
     assert_eq!(task["gain"], general["gain"]);

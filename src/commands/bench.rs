@@ -43,6 +43,10 @@ pub struct Args {
     /// Storage type of fused adapters (default: the engine's, f16).
     #[arg(long)]
     pub fused_type: Option<skillpack_convert::OutType>,
+    /// Layers to offload to a GPU for every configuration (-1: all); needs a build with the
+    /// `gpu` feature (scripts/build-gpu.sh).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub gpu_layers: i32,
     #[arg(long)]
     pub json: bool,
 }
@@ -77,6 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             reps: args.reps,
             energy: args.energy,
             fused_type: args.fused_type,
+            gpu_layers: args.gpu_layers,
         },
     )?;
     let multi_vs_naive = bench.multi_decode_vs_naive();

@@ -41,6 +41,9 @@ pub struct DecodeBenchOptions {
     pub energy: f64,
     /// Storage type of fused adapters (`None`: the engine's, f16).
     pub fused_type: Option<OutType>,
+    /// Layers offloaded to a GPU, for the base and the merged model alike (0: CPU only; a
+    /// negative value: all; needs a build with the `gpu` feature).
+    pub gpu_layers: i32,
 }
 
 impl Default for DecodeBenchOptions {
@@ -55,6 +58,7 @@ impl Default for DecodeBenchOptions {
             reps: 3,
             energy: 0.999,
             fused_type: None,
+            gpu_layers: 0,
         }
     }
 }
@@ -245,7 +249,11 @@ pub fn bench_decode(
     pack_dir: &Path,
     options: &DecodeBenchOptions,
 ) -> Result<DecodeBench> {
-    let model = Model::load(Backend::get(), model_path, &ModelParams::default())?;
+    let model_params = ModelParams {
+        n_gpu_layers: options.gpu_layers,
+        ..Default::default()
+    };
+    let model = Model::load(Backend::get(), model_path, &model_params)?;
     let pack = Pack::open(pack_dir)?;
     pack.check(&GgufInfo::open(model_path)?)?;
     let n = pack.manifest.skills.len();
@@ -351,7 +359,7 @@ pub fn bench_decode(
             .map_err(|e| RunError::Invalid(format!("temporary directory: {e}")))?;
         let merged_path = dir.path().join("merged.gguf");
         skillpack_pack::merge_into_model(model_path, &delta, MergeType::F16, &merged_path)?;
-        let merged = Model::load(Backend::get(), &merged_path, &ModelParams::default())?;
+        let merged = Model::load(Backend::get(), &merged_path, &model_params)?;
         let build_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut merged_ctx = Context::new(&merged, &measuring_params(options))?;
         let speeds = measure(&mut merged_ctx, &prompt, options.gen_tokens, options.reps)?;

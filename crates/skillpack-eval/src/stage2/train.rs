@@ -529,6 +529,48 @@ pub fn warm_start_router(
     Ok(check_warm_start(&router, features, requested.is_some())?.then_some(router))
 }
 
+/// How routing changed with training: the skill weights (≥ 0.01) of the first
+/// [`BEFORE_AFTER_PROMPTS`] validation prompts under the warm start (`before`, null without one)
+/// and under the chosen router (`after`).
+fn weights_before_after(
+    extractor: &mut FeatureExtractor<'_>,
+    model: &Model,
+    validation: &[TaskItem],
+    warm: Option<&Router>,
+    chosen: &Router,
+    progress: &mut dyn Progress,
+) -> Result<serde_json::Value> {
+    let items = &validation[..validation.len().min(BEFORE_AFTER_PROMPTS)];
+    let prompts: Vec<(String, String)> = items
+        .iter()
+        .map(|item| (item.context.clone(), item.query.clone()))
+        .collect();
+    let features = prompt_features(extractor, model, &prompts, "before/after", progress)?;
+    let shown = |router: &Router, f: &[f32]| -> Result<serde_json::Value> {
+        let weights: serde_json::Map<String, serde_json::Value> = router
+            .skill_weights(f, None)?
+            .into_iter()
+            .filter(|(_, w)| *w >= 0.01)
+            .map(|(skill, w)| (skill, ((w * 1000.0).round() / 1000.0).into()))
+            .collect();
+        Ok(weights.into())
+    };
+    let mut rows = Vec::new();
+    for ((item, (context, query)), f) in items.iter().zip(&prompts).zip(&features) {
+        let prompt: String = format!("{query} {context}").chars().take(160).collect();
+        rows.push(serde_json::json!({
+            "id": item.id,
+            "prompt": prompt,
+            "before": warm.map(|w| shown(w, f)).transpose()?,
+            "after": shown(chosen, f)?,
+        }));
+    }
+    Ok(rows.into())
+}
+
+/// Validation prompts whose weights an end-to-end router records before and after training.
+pub const BEFORE_AFTER_PROMPTS: usize = 5;
+
 /// Each candidate router's headline metric on the `validation` items of `task`, run through
 /// llama.cpp as `skillpack eval` runs it. The candidates must read one feature kind: each item
 /// is featurized once, and only the head changes between candidates.
@@ -763,6 +805,14 @@ fn end_to_end_router(
         training["note"] = note.into();
     }
     let (_, mut chosen) = candidates.swap_remove(choice.index);
+    training["weights_before_after"] = weights_before_after(
+        extractor,
+        run.model,
+        &validation,
+        warm.as_ref(),
+        &chosen,
+        progress,
+    )?;
     // A fallback keeps the warm start's head, temperature and gain as they are; either way the
     // router takes this run's name and provenance.
     chosen.config.name = run.name.clone();
