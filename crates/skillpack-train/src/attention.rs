@@ -67,12 +67,20 @@ fn product(
     out
 }
 
-/// The transpose of a row-major `[rows, cols]` matrix.
+/// The transpose of a row-major `[rows, cols]` matrix, in 16 × 16 blocks: a plain row loop
+/// writes every element to another cache line, and the probabilities transposed here are up to
+/// a few MB per head group.
 fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 16;
     let mut out = vec![0f32; rows * cols];
-    for (r, row) in a.chunks(cols).enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            out[c * rows + r] = *v;
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                let row = &a[r * cols..(r + 1) * cols];
+                for c in c0..(c0 + BLOCK).min(cols) {
+                    out[c * rows + r] = row[c];
+                }
+            }
         }
     }
     out
@@ -295,6 +303,23 @@ pub fn causal_attention(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn blocked_transpose_is_the_transpose() {
+        for (rows, cols) in [(1, 1), (3, 17), (16, 16), (33, 47), (40, 5)] {
+            let a: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let t = transpose(&a, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        a[r * cols + c],
+                        "({rows}, {cols}) at ({r}, {c})"
+                    );
+                }
+            }
+        }
+    }
     use super::*;
     use candle_core::Var;
 
