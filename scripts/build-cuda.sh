@@ -4,7 +4,7 @@
 # PyPI wheels (scripts/cuda-toolkit.sh).
 #
 #   scripts/build-cuda.sh            # the whole CLI -> target/cuda/release/skillpack
-#   scripts/build-cuda.sh --check    # only the crates the feature changes (what the tests build)
+#   scripts/build-cuda.sh --check    # only the trainer and candle's CUDA backend (what the tests build)
 #
 # CUDA_COMPUTE_CAP (default 90: H100/H200) picks the GPU generation the kernels are compiled
 # for; 80 = A100, 89 = L4/RTX 40xx, 120 = RTX 50xx.
@@ -20,13 +20,12 @@ export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 echo "[build-cuda] CUDA_HOME=$CUDA_HOME, nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), compute capability $CUDA_COMPUTE_CAP" >&2
 
 if [[ ${1:-} == --check ]]; then
-  # Every library crate with candle's CUDA backend, kernels and cudarc: everything the feature
-  # adds or changes, in the normal target directory, no link step. Built as the workspace, so
-  # llama.cpp's build (feature-unified like the CPU build's) is reused, not rebuilt; the C API's
-  # cdylib/staticlib are left out so the CPU build's copies stay in place.
-  cargo build --release --locked --workspace --exclude skillpack-capi --lib \
-    --features skillpack-train/cuda
-  echo "[build-cuda] the library crates built with skillpack-train/cuda" >&2
+  # What the feature adds or changes: candle's CUDA backend, its kernels, cudarc and the trainer
+  # (the only crate with CUDA code of its own), in the normal target directory, no link step.
+  # The crates above the trainer compile against the same candle API with or without CUDA, so
+  # they are left out (they cost minutes of the test command). llama.cpp's build is reused.
+  cargo build --release --locked -p skillpack-train --lib --features skillpack-train/cuda
+  echo "[build-cuda] skillpack-train built with its cuda feature" >&2
   exit 0
 fi
 cargo build --release --locked --features cuda --target-dir target/cuda
