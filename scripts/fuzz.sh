@@ -41,6 +41,10 @@ export SKILLPACK_FUZZ_MODEL=$PWD/$MODEL
 echo "== seeds and assets" >&2
 cargo run --release --locked --quiet --example fuzz_seeds -- fuzz >&2
 echo "== building the fuzz targets" >&2
+# llama.cpp is compiled again here, with AddressSanitizer (cargo-fuzz's C flags), as
+# RelWithDebInfo. Without -g its ASan build is about a quarter quicker (llama-model.cpp: 22.9 s
+# against 30.1 s here); reports inside llama.cpp then name functions without line numbers.
+export CMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" CMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG"
 cargo $TOOLCHAIN fuzz build -O -a >&2
 
 LOGS=fuzz/logs
