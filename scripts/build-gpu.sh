@@ -9,8 +9,8 @@
 #
 # For a machine whose driver is CUDA 13.0 (driver 580), build with that toolkit:
 # SKILLPACK_CUDA_VERSION=13.0.88 (cuBLAS 13.0 follows); the trainer's kernels are PTX and need a
-# driver at least as new as the nvcc that wrote them. GGML_CUDA_FA=OFF leaves out ggml's
-# flash-attention kernels (a third of the compile time; llama.cpp then attends without them).
+# driver at least as new as the nvcc that wrote them. GGML_CUDA_FA=OFF compiles ggml's
+# flash-attention kernels empty (quicker to build; llama.cpp then attends without them).
 #
 # Not part of the test command: ggml's CUDA kernels take long to compile on two cores.
 #
