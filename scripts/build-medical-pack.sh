@@ -185,21 +185,7 @@ if stage report; then
   echo "== report" >&2
   # The committing mode with the best dev score (mean over both groups of the group mean ÷
   # base's) becomes the pack's default router.
-  best=$(python3 - "$WORK/eval/results.json" "$SEEN" "$UNSEEN" <<'PY'
-import json, sys
-results, seen, unseen = json.load(open(sys.argv[1])), sys.argv[2].split(), sys.argv[3].split()
-by = {(s["config"], s["task"]): s["metrics"][0][1] for s in results}
-def mean(config, tasks):
-    vals = [by.get((config, t)) for t in tasks]
-    return None if None in vals else sum(vals) / len(vals)
-def score(config):
-    parts = [mean(config, g) / mean("base", g) for g in (seen, unseen) if mean("base", g)]
-    return None if None in parts or len(parts) < 2 else sum(parts) / 2
-scored = [(score(f"router:{r}"), r) for r in ("general", "general-top1", "general-sparsemax")]
-print(max((s, r) for s, r in scored if s is not None)[1] if any(s is not None for s, _ in scored) else "general")
-PY
-)
-  case "$best" in general-top1) mode=top1:0.5 ;; general-sparsemax) mode=sparsemax ;; *) mode=softmax ;; esac
+  read -r best mode < <(python3 scripts/medical-report.py choose-default "$WORK")
   echo "default router: $best ($mode), by dev score" >&2
   "$BIN" router commit --pack "$PACK" --router "$best" --mode "$mode" --default >&2
   # The skills' dev-loss curves in one chart, and where each stopped.

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes the medical pack's REPORT.md (and copies the eval chart) from a build's outputs:
 the eval results table (skillpack eval --all), per-stage wall times, data hashes and the exact
-command and seeds. Called by scripts/build-medical-pack.sh as its last stage."""
+command and seeds. Called by scripts/build-medical-pack.sh as its last stage; before it,
+`medical-report.py choose-default WORK` prints the committing mode of `general` the build makes
+the pack's default."""
 
 import argparse
 import hashlib
@@ -9,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 SEEN = ["pubmedqa", "medqa", "medmcqa", "bc5cdr", "chemprot", "hoc"]
 UNSEEN = ["healthver", "covidqa", "meqsum"]
@@ -30,7 +33,38 @@ def headline(summary):
     return summary["metrics"][0][1]
 
 
+def mean(vals):
+    # A group mean only over complete columns: a partial mean would compare different tasks.
+    return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
+
+
+COMMITTING_MODES = {"general": "softmax", "general-top1": "top1:0.5", "general-sparsemax": "sparsemax"}
+
+
+def best_committing_mode(work):
+    """The committing mode of `general` with the best dev score: the mean over the two groups of
+    the group mean ÷ base's (`general` where none has every task). Prints `ROUTER MODE`."""
+    results = json.load(open(os.path.join(work, "eval", "results.json")))
+    scores = {(s["config"], s["task"]): headline(s) for s in results}
+
+    def ratio(config, group):
+        v, base = mean([scores.get((config, t)) for t in group]), mean([scores.get(("base", t)) for t in group])
+        return None if v is None or not base else v / base
+
+    scored = []
+    for router in COMMITTING_MODES:
+        parts = [ratio(f"router:{router}", g) for g in (SEEN, UNSEEN)]
+        if None not in parts:
+            scored.append((sum(parts) / 2, router))
+    best = max(scored)[1] if scored else "general"
+    return f"{best} {COMMITTING_MODES[best]}"
+
+
 def main():
+    if sys.argv[1:2] == ["choose-default"]:
+        # `medical-report.py choose-default WORK`: what the build makes the pack's default router.
+        print(best_committing_mode(sys.argv[2]))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
     ap.add_argument("--pack", required=True)
@@ -82,10 +116,6 @@ def main():
 
     def pct(v):
         return "–" if v is None else f"{100 * v:.1f}"
-
-    def mean(vals):
-        # A group mean only over complete columns: a partial mean would compare different tasks.
-        return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
 
     def group_mean(group, column):
         return mean([rows[t][column] for t in group])
@@ -218,9 +248,10 @@ def main():
             per = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(r["per_skill"].items()))
             md.append(f"| {r['router']} | {r['features']} | {r['correct']}/{r['prompts']} ({100 * r['top1']:.0f} %) | {per} |")
         md.append("")
-    # Stage 2: what the task routers learned, and their weights before and after training.
-    shown = 0
-    learned_rows = []
+    # Stage 2: what the task routers learned, and, for the first two whose routing changed, their
+    # weights before and after training.
+    learned_rows, before_after = [], []
+    fmt = lambda w: "–" if w is None else ", ".join(f"{k} {v:.2f}" for k, v in sorted(w.items(), key=lambda x: -x[1])) or "(no skill)"
     for task in SEEN + UNSEEN:
         path = os.path.join(a.pack, "routers", f"task-{task}.json")
         if not os.path.exists(path):
@@ -228,6 +259,15 @@ def main():
         training = json.load(open(path)).get("training", {})
         v = training.get("validation", {})
         learned_rows.append(f"| {TITLES[task]} | {v.get('items', '–')} | {v.get('chosen', '–')} | {training.get('note', '')} |")
+        rows_ba = training.get("weights_before_after")
+        if len(before_after) == 2 or not rows_ba or all(r["before"] == r["after"] for r in rows_ba):
+            continue
+        table = [f"Weights of `task-{task}` on {len(rows_ba)} validation prompts, before (warm start) → after training:",
+                 "", "| prompt | before | after |", "|---|---|---|"]
+        for r in rows_ba:
+            prompt = r["prompt"][:90].replace("|", "/").replace("\n", " ")
+            table.append(f"| {prompt}… | {fmt(r['before'])} | {fmt(r['after'])} |")
+        before_after.append(table + [""])
     if learned_rows:
         md.append("## Stage 2: task routers")
         md.append("")
@@ -238,23 +278,8 @@ def main():
         md.append("|---|---|---|---|")
         md.extend(learned_rows)
         md.append("")
-    for task in SEEN + UNSEEN:
-        path = os.path.join(a.pack, "routers", f"task-{task}.json")
-        if shown == 2 or not os.path.exists(path):
-            continue
-        rows_ba = json.load(open(path)).get("training", {}).get("weights_before_after")
-        if not rows_ba or all(r["before"] == r["after"] for r in rows_ba):
-            continue
-        shown += 1
-        md.append(f"Weights of `task-{task}` on 5 validation prompts, before (warm start) → after training:")
-        md.append("")
-        md.append("| prompt | before | after |")
-        md.append("|---|---|---|")
-        fmt = lambda w: "–" if w is None else ", ".join(f"{k} {v:.2f}" for k, v in sorted(w.items(), key=lambda x: -x[1])) or "(no skill)"
-        for r in rows_ba:
-            prompt = r["prompt"][:90].replace("|", "/").replace("\n", " ")
-            md.append(f"| {prompt}… | {fmt(r['before'])} | {fmt(r['after'])} |")
-        md.append("")
+        for table in before_after:
+            md.extend(table)
     curves = os.path.join(a.work, "curves.md")
     if os.path.exists(curves):
         md.append("## Skill training: dev loss")

@@ -303,6 +303,8 @@ pub fn causal_attention(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use candle_core::Var;
 
     #[test]
     fn blocked_transpose_is_the_transpose() {
@@ -320,8 +322,6 @@ mod tests {
             }
         }
     }
-    use super::*;
-    use candle_core::Var;
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         let n = shape.iter().product();
