@@ -107,7 +107,7 @@ def main():
         return "–" if v is None else f"{100 * v:.1f}"
 
     def with_interval(config, task):
-        s = by.get((config, task)) if config else None
+        s = by.get((config, task))
         if s is None:
             return "–"
         lo_hi = s.get("interval")
@@ -115,7 +115,7 @@ def main():
 
     def group_mean(group, column):
         config = dict(columns)[column]
-        return mean([score(config(t), t) if config(t) else None for t in group])
+        return mean([score(config(t), t) for t in group])
 
     md = ["# Medical pack report (dev splits)", ""]
     md.append("Headline metric per task on its **whole dev split**, in percent, with the 95 % bootstrap interval over")
