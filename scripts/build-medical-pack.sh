@@ -40,6 +40,10 @@ UNSEEN="healthver covidqa meqsum"
 # decode at 0.94-1.03x the base model's speed, all seven projections at 0.78-0.81x
 # (`skillpack bench`, README); rank 12 -> 8 (AdaLoRA's budget) keeps each skill ~0.3 MB.
 TARGETS=${TARGETS:-q_proj,v_proj}
+# Routers: labelled user messages added to the skill records, and their weight (5 was chosen on
+# examples/routing/freeform-dev.jsonl: 1 -> 123/144, 5 -> 125/144 on the first 441 prompts).
+ROUTING_PROMPTS=${ROUTING_PROMPTS:-examples/routing/train.jsonl}
+PROMPT_REPEATS=${PROMPT_REPEATS:-5}
 
 # Every command takes its model from SKILLPACK_MODEL when none is given.
 if [[ -n "${MODEL:-}" ]]; then
@@ -103,13 +107,17 @@ if stage routers; then
   # Cheapest first, so an interrupted run keeps what it finished. The default, `general`, reads
   # no hidden state (segment-lexical: the embeddings of the request's first and last lines and
   # their hashed words, so routing adds next to nothing to the time to first token) and is
-  # trained on the skills' records, half of them in users' own wordings.
+  # trained on the skills' records, half of them in users' own wordings, and on the 732 whole
+  # user messages of examples/routing/train.jsonl (each counted PROMPT_REPEATS times; the free-form
+  # sets used to tune and to test routing are kept out).
   has_router general || timed router-general "$BIN" router train --pack "$BUILD" --method supervised \
-    --features segment-lexical --data "$WORK/data" --name general --default --threads "$THREADS" \
+    --features segment-lexical --data "$WORK/data" --prompts "$ROUTING_PROMPTS" \
+    --prompt-repeats "$PROMPT_REPEATS" --name general --default --threads "$THREADS" \
     --seed "$SEED" >&2
   has_router general-embedding || timed router-general-embedding "$BIN" router train --pack "$BUILD" \
-    --method supervised --features mean-embedding --data "$WORK/data" --name general-embedding \
-    --threads "$THREADS" --seed "$SEED" >&2
+    --method supervised --features mean-embedding --data "$WORK/data" --prompts "$ROUTING_PROMPTS" \
+    --prompt-repeats "$PROMPT_REPEATS" --name general-embedding --threads "$THREADS" \
+    --seed "$SEED" >&2
   has_router prototype || timed router-prototype "$BIN" router train --pack "$BUILD" --method prototype \
     --data "$WORK/data" --name prototype --threads "$THREADS" >&2
   # The former default for comparison: mean-hidden features (one extra forward pass).
@@ -186,10 +194,12 @@ for line in open(prompts):
 PY
     mv "$WORK/freeform-answers.jsonl.tmp" "$WORK/freeform-answers.jsonl"
   fi
-  # Top-1 routing on the hand-written free-form prompts.
-  "$BIN" router accuracy --pack "$BUILD" --set examples/routing/freeform.jsonl --json \
-    >"$WORK/freeform.json.tmp"
-  mv "$WORK/freeform.json.tmp" "$WORK/freeform.json"
+  # Top-1 routing on the free-form prompts: the tuning set, and the held-out one (never tuned on).
+  for set in freeform-dev freeform; do
+    "$BIN" router accuracy --pack "$BUILD" --set "examples/routing/$set.jsonl" --json \
+      >"$WORK/$set.json.tmp"
+    mv "$WORK/$set.json.tmp" "$WORK/$set.json"
+  done
 fi
 
 if stage bench; then

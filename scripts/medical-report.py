@@ -245,19 +245,25 @@ def main():
         for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
             md.append(f"| **{label}** | " + " | ".join(pct(mean([ub.get((c, t)) for t in group])) for c in ucols) + " |")
         md.append("")
-    freeform = os.path.join(a.work, "freeform.json")
-    if os.path.exists(freeform):
-        f = json.load(open(freeform))
+    sets = [("freeform.json", "held-out set, never tuned on"), ("freeform-dev.json", "tuning set")]
+    if any(os.path.exists(os.path.join(a.work, name)) for name, _ in sets):
         md.append("## Routing prompts written in users' own words")
         md.append("")
-        md.append(f"`skillpack router accuracy --set {f.get('set', 'examples/routing/freeform.jsonl')}`: the router's top skill "
-                  "is the skill the prompt was written for (hand-written prompts, none in any skill template).")
+        md.append("`skillpack router accuracy --set SET`: the router's top skill is the skill the prompt was written "
+                  "for (hand-written prompts, none in any skill template; the routers train on a third set, "
+                  "`examples/routing/train.jsonl`, which shares no 6-word sequence with these).")
         md.append("")
-        md.append("| router | features | top-1 | per skill (correct/prompts) |")
-        md.append("|---|---|---|---|")
-        for r in f["routers"]:
-            per = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(r["per_skill"].items()))
-            md.append(f"| {r['router']} | {r['features']} | {r['correct']}/{r['prompts']} ({100 * r['top1']:.0f} %) | {per} |")
+        md.append("| set | router | features | top-1 | per skill (correct/prompts) |")
+        md.append("|---|---|---|---|---|")
+        for name, role in sets:
+            path = os.path.join(a.work, name)
+            if not os.path.exists(path):
+                continue
+            f = json.load(open(path))
+            label = f"`{os.path.basename(f.get('set', name))}` ({role})"
+            for r in f["routers"]:
+                per = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(r["per_skill"].items()))
+                md.append(f"| {label} | {r['router']} | {r['features']} | {r['correct']}/{r['prompts']} ({100 * r['top1']:.0f} %) | {per} |")
         md.append("")
     # Stage 2: what the task routers learned, and, for the first two whose routing changed, their
     # weights before and after training.

@@ -24,26 +24,20 @@ fn routers_train_route_and_evaluate() {
         })
         .collect();
     std::fs::write(&ner, tagged.join("\n") + "\n").unwrap();
-    let (ok, out, err) = skillpack(&[
-        &"router",
-        &"train",
-        &"--pack",
+    let (ok, out, err) = train_supervised(
         &pack,
-        &"--method",
-        &"supervised",
-        &"--features",
-        &"mean-embedding",
-        &"--data",
         &data,
-        &"--name",
-        &"general",
-        &"--default",
-        &"--soft-labels",
-        &"1",
-        &"--threads",
-        &"2",
-        &"--json",
-    ]);
+        "mean-embedding",
+        "general",
+        &[
+            &"--default",
+            &"--soft-labels",
+            &"1",
+            &"--threads",
+            &"2",
+            &"--json",
+        ],
+    );
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["training"]["examples"], 36);
@@ -100,6 +94,47 @@ fn routers_train_route_and_evaluate() {
         &"2",
     ]);
     assert!(ok, "{err}");
+    // Users' own messages as extra rows: each prompt counted --prompt-repeats times, its
+    // skill checked against the pack's.
+    let prompts = tmp.path().join("prompts.jsonl");
+    std::fs::write(
+        &prompts,
+        concat!(
+            r#"{"id": "ner-1", "skill": "ner", "prompt": "list the drugs in: aspirin eased the pain"}"#,
+            "\n",
+            r#"{"id": "qa-1", "skill": "qa", "prompt": "how long does a flu shot protect you?"}"#,
+            "\n",
+            r#"{"id": "re-1", "skill": "re", "prompt": "which drug caused the rash here? ..."}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let with_prompts = |prompts: &std::path::Path| {
+        train_supervised(
+            &pack,
+            &data,
+            "segment-lexical",
+            "with-prompts",
+            &[&"--prompts", &prompts, &"--prompt-repeats", &"2", &"--json"],
+        )
+    };
+    let (ok, out, err) = with_prompts(&prompts);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["training"]["examples"], 36 + 2 * 3, "{v}");
+    assert_eq!(v["training"]["prompts"], 3, "{v}");
+    let unknown = tmp.path().join("unknown.jsonl");
+    std::fs::write(
+        &unknown,
+        r#"{"id": "x-1", "skill": "triage", "prompt": "is this urgent?"}"#,
+    )
+    .unwrap();
+    let (ok, _, err) = with_prompts(&unknown);
+    assert!(!ok);
+    assert!(
+        err.contains("unknown.jsonl") && err.contains("`triage`") && err.contains("ner, qa, re"),
+        "{err}"
+    );
     // End-to-end on a few train items of `task`, two steps, three held-out items.
     let end_to_end = |task: &str, extra: &[&str]| {
         let raw = raw_data();
@@ -250,6 +285,7 @@ fn routers_train_route_and_evaluate() {
         [
             "general",
             "prototype",
+            "with-prompts",
             "end-to-end-pubmedqa-embedding",
             "task-medmcqa",
             "task-bc5cdr"

@@ -25,7 +25,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 pub enum RouterCommand {
     /// Train a router and register it in the pack.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// The pack's routers.
     List {
         #[arg(long)]
@@ -169,6 +169,13 @@ pub struct TrainArgs {
     /// Records per skill (supervised, prototype).
     #[arg(long, default_value_t = 120)]
     pub per_skill: usize,
+    /// Supervised, prototype: also train on these whole user messages labelled with their skill
+    /// (`{id, skill, prompt}` JSON lines, the format of `router accuracy --set`).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// How many times each of --prompts counts against the skill records.
+    #[arg(long, default_value_t = 1, requires = "prompts")]
+    pub prompt_repeats: usize,
     /// End-to-end: start from this router's head (its standardization too), e.g. `general`;
     /// `none` starts from zeros. Default: the pack's default router when its features match.
     #[arg(long)]
@@ -353,6 +360,8 @@ impl TrainArgs {
             name: self.name,
             make_default: self.default,
             per_skill: self.per_skill,
+            prompts: self.prompts,
+            prompt_repeats: self.prompt_repeats,
             warm_start: self.warm_start,
             learn_gain: self.learn_gain,
             validation_share: self.validation_share,

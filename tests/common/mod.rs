@@ -174,10 +174,16 @@ pub fn fixture_pack(dir: &Path) -> (PathBuf, PathBuf) {
     (pack, data)
 }
 
-/// [`fixture_pack`] with a supervised mean-embedding router `general` as its default router.
-pub fn routed_fixture_pack(dir: &Path) -> PathBuf {
-    let (pack, data) = fixture_pack(dir);
-    let (ok, _, err) = skillpack(&[
+/// `skillpack router train --method supervised` on `pack` with skill records `data`, the router
+/// `name` on `features`, then `extra` arguments.
+pub fn train_supervised(
+    pack: &Path,
+    data: &Path,
+    features: &str,
+    name: &str,
+    extra: &[&dyn AsRef<std::ffi::OsStr>],
+) -> (bool, String, String) {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
         &"router",
         &"train",
         &"--pack",
@@ -185,15 +191,26 @@ pub fn routed_fixture_pack(dir: &Path) -> PathBuf {
         &"--method",
         &"supervised",
         &"--features",
-        &"mean-embedding",
+        &features,
         &"--data",
         &data,
         &"--name",
-        &"general",
-        &"--default",
-        &"--threads",
-        &"2",
-    ]);
+        &name,
+    ];
+    args.extend_from_slice(extra);
+    skillpack(&args)
+}
+
+/// [`fixture_pack`] with a supervised mean-embedding router `general` as its default router.
+pub fn routed_fixture_pack(dir: &Path) -> PathBuf {
+    let (pack, data) = fixture_pack(dir);
+    let (ok, _, err) = train_supervised(
+        &pack,
+        &data,
+        "mean-embedding",
+        "general",
+        &[&"--default", &"--threads", &"2"],
+    );
     assert!(ok, "{err}");
     pack
 }

@@ -285,7 +285,7 @@ pub struct AccuracyReport {
 }
 
 /// Reads a routing set: one [`RoutingPrompt`] per non-empty line.
-fn read_routing_set(set: &Path) -> Result<Vec<RoutingPrompt>> {
+pub(crate) fn read_routing_set(set: &Path) -> Result<Vec<RoutingPrompt>> {
     let text = std::fs::read_to_string(set).map_err(|source| EvalError::Read {
         context: format!("reading {}", set.display()),
         source,

@@ -83,6 +83,12 @@ pub struct RouterTraining {
     pub make_default: bool,
     /// Records per skill (supervised, prototype).
     pub per_skill: usize,
+    /// Supervised, prototype: whole user messages labelled with their skill (`{id, skill,
+    /// prompt}` JSON lines, as `router accuracy` reads), added to the skill records. Skill
+    /// records carry only our templates and request banks; these carry what users type.
+    pub prompts: Option<PathBuf>,
+    /// How many times each of `prompts` is added (their weight against the skill records).
+    pub prompt_repeats: usize,
     /// End-to-end: start from this router's head (and standardization); `none` starts from
     /// zeros. None: the pack's default router when its features match.
     pub warm_start: Option<String>,
@@ -138,6 +144,8 @@ impl RouterTraining {
             name: None,
             make_default: false,
             per_skill: 120,
+            prompts: None,
+            prompt_repeats: 1,
             warm_start: None,
             learn_gain: false,
             validation_share: 0.3,
@@ -257,6 +265,13 @@ pub fn train_router(config: &RouterTraining, progress: &mut dyn Progress) -> Res
             config.pack.display()
         )));
     }
+    if config.prompts.is_some() && config.method == RouterMethod::EndToEnd {
+        return Err(EvalError::Invalid(
+            "--prompts adds rows to supervised and prototype routers; an end-to-end router \
+             learns from its task's items"
+                .into(),
+        ));
+    }
     let task = match &config.task {
         Some(t) => tasks::task_info(t)?.name.to_string(),
         None => String::new(),
@@ -300,7 +315,45 @@ pub fn train_router(config: &RouterTraining, progress: &mut dyn Progress) -> Res
     })
 }
 
-/// A supervised or prototype router on `per_skill` records of each skill's train split.
+/// The prompts of the routing set at `path` as training rows, each `repeats` times: the user
+/// message as the query (no context), labelled with its skill's index in `skills`. Their
+/// phrasing is `prompts#LINE`, so held-out selection sets aside whole prompts (every fourth).
+fn prompt_samples(path: &Path, skills: &[String], repeats: usize) -> Result<Vec<(usize, Record)>> {
+    if repeats == 0 {
+        return Err(EvalError::Invalid(
+            "prompt repeats must be at least 1 (0 would drop every prompt)".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, p) in super::measure::read_routing_set(path)?
+        .into_iter()
+        .enumerate()
+    {
+        let k = skills.iter().position(|s| *s == p.skill).ok_or_else(|| {
+            EvalError::Invalid(format!(
+                "{}: prompt `{}` asks for skill `{}`, which the pack does not have ({})",
+                path.display(),
+                p.id,
+                p.skill,
+                skills.join(", ")
+            ))
+        })?;
+        let record = Record {
+            id: format!("prompt:{}", p.id),
+            skill: p.skill,
+            source: "prompts".into(),
+            context: String::new(),
+            query: p.prompt,
+            output: String::new(),
+            phrasing: format!("prompts#{i}"),
+        };
+        out.extend(std::iter::repeat_n((k, record), repeats));
+    }
+    Ok(out)
+}
+
+/// A supervised or prototype router on `per_skill` records of each skill's train split (and
+/// the labelled prompts of `prompts`, when given).
 fn skill_data_router(
     run: &Run<'_, '_>,
     extractor: &mut FeatureExtractor<'_>,
@@ -311,7 +364,13 @@ fn skill_data_router(
     let data = config.data.as_ref().ok_or_else(|| {
         EvalError::Invalid(format!("--method {method} needs --data (skill data)"))
     })?;
-    let samples = skill_samples(data, "train", &run.skills, config.per_skill)?;
+    let mut samples = skill_samples(data, "train", &run.skills, config.per_skill)?;
+    let mut extra = 0;
+    if let Some(path) = &config.prompts {
+        let added = prompt_samples(path, &run.skills, config.prompt_repeats)?;
+        extra = added.len() / config.prompt_repeats.max(1);
+        samples.extend(added);
+    }
     let prompts = record_prompts(samples.iter().map(|(_, r)| r));
     let features = prompt_features(extractor, run.model, &prompts, "features", progress)?;
     let labels: Vec<usize> = samples.iter().map(|(k, _)| *k).collect();
@@ -328,7 +387,8 @@ fn skill_data_router(
         let temperature = config.temperature.unwrap_or(0.1);
         // Temperature 1 inside the rows; the stored one sharpens at inference.
         let weight = fit::prototypes(&inputs, &labels, run.skills.len(), 1.0);
-        let training = serde_json::json!({"examples": inputs.len(), "per_skill": config.per_skill});
+        let training = serde_json::json!({"examples": inputs.len(), "per_skill": config.per_skill,
+            "prompts": extra, "prompt_repeats": config.prompt_repeats});
         return Ok(router(
             run.router_config("prototype", false, temperature, true, training),
             weight,
@@ -362,7 +422,7 @@ fn skill_data_router(
     );
     progress.note(&fitted.to_string());
     let training = serde_json::json!({"examples": inputs.len(), "per_skill": config.per_skill,
-        "loss": fitted.head.loss, "train_accuracy": fitted.head.accuracy,
+        "prompts": extra, "prompt_repeats": config.prompt_repeats, "loss": fitted.head.loss, "train_accuracy": fitted.head.accuracy,
         "held_out_accuracy": fitted.held_out_accuracy, "held_out": fitted.held_out,
         "held_out_by_wording": fitted.held_out_by_wording, "l2": fitted.l2,
         "l2_grid": fitted.l2_grid.iter().map(|(l, a)| serde_json::json!([l, a])).collect::<Vec<_>>(),
