@@ -147,12 +147,10 @@ fi
 if stage eval; then
   echo "== eval" >&2
   # Evaluation is most of the build's CPU time (about 75 min per configuration over the nine whole
-  # dev splits on 2 cores), so it runs in two parts. First the choices, on each task's first
-  # `default_limit` dev items (100-200; every configuration on the same items): the committing
-  # mode of `general`, the other router candidates (features with and without a forward pass),
-  # prototypes and uniform weights.
+  # dev splits on 2 cores), so it runs in parts, each resumable item by item (--resume), the
+  # critical path first. First the choice of the committing mode of `general`, on each task's
+  # first `default_limit` dev items (100-200; every configuration on the same items).
   select="base,uniform,router:general,router:general-top1,router:general-sparsemax"
-  select="$select,router:general-hidden,router:general-embedding,router:prototype"
   timed eval-select "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$select" \
     --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
   # The committing mode with the best selection score (mean over the two groups of the group
@@ -160,16 +158,19 @@ if stage eval; then
   read -r best mode < <(python3 scripts/medical-report.py choose-default "$WORK")
   echo "default router: $best ($mode), by dev score" >&2
   "$BIN" router commit --pack "$BUILD" --router "$best" --mode "$mode" --default >&2
-  # Then the final table on the whole dev split of every task (EVAL_LIMIT=0), resumable per
-  # configuration and task: base, the default routing, `general` (what every task router must
-  # match), each task router on its own task, and the single skills on the tasks they fit
-  # (mc, ea and es fit none of the nine).
+  # Then the final table on the whole dev split of every task (EVAL_LIMIT=0): base, the default
+  # routing, `general` (what every task router must match), each task router on its own task,
+  # the single skills on the tasks they fit (mc, ea and es fit none of the nine), and uniform
+  # weights. The selection's predictions stand for the first items (--reuse), and a task router
+  # that fell back to `general` or to the base model shares their predictions (same weights).
   configs="base,router:general"
   [[ $best == general ]] || configs="$configs,router:$best"
   for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
   for s in mrc mcqa qa ner re er mldc nli ts; do configs="$configs,skill:$s"; done
+  configs="$configs,uniform"
   timed eval "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$configs" \
-    --limit "${EVAL_LIMIT:-0}" --threads "$THREADS" --out "$WORK/eval" --resume >&2
+    --limit "${EVAL_LIMIT:-0}" --threads "$THREADS" --out "$WORK/eval" --resume \
+    --reuse "$WORK/eval-select" >&2
   # The same items worded as a user would type them (no skill template uses these words).
   timed eval-user "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --prompt-variant user \
     --configs "base,router:$best" --limit "${EVAL_LIMIT:-0}" \
@@ -200,6 +201,11 @@ PY
       >"$WORK/$set.json.tmp"
     mv "$WORK/$set.json.tmp" "$WORK/$set.json"
   done
+  # Last, for the report's comparison only: the other router candidates on the selection items
+  # (features with and without a forward pass, prototypes).
+  timed eval-select-others "$BIN" eval --all --pack "$BUILD" --raw "$RAW" \
+    --configs "$select,router:general-hidden,router:general-embedding,router:prototype" \
+    --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
 fi
 
 if stage bench; then

@@ -281,3 +281,148 @@ fn user_prompt_variant_rewords_every_task() {
     ]);
     assert!(!ok && err.contains("standard prompts only"), "{err}");
 }
+
+/// Headline metric and per-item scores of `dir/CONFIG/TASK`.
+fn run_scores(dir: &std::path::Path, config: &str, task: &str) -> (f64, Vec<(String, f64)>) {
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(config).join(format!("{task}.summary.json"))).unwrap(),
+    )
+    .unwrap();
+    let items = std::fs::read_to_string(dir.join(config).join(format!("{task}.predictions.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["id"].as_str().unwrap().to_string(),
+                v["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    (summary["metrics"][0][1].as_f64().unwrap(), items)
+}
+
+/// A longer run takes a shorter run's predictions for its first items (`--reuse`), an
+/// interrupted run continues from its checkpoint (`--resume`, a torn last line ignored), and
+/// both score what a fresh run scores; a router with the same weights as another is evaluated
+/// once and its predictions copied.
+#[test]
+fn reuse_resume_and_same_weight_configurations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = raw_data();
+    let pack = routed_fixture_pack(tmp.path());
+    let (ok, _, err) = skillpack(&[
+        &"router",
+        &"commit",
+        &"--pack",
+        &pack,
+        &"--router",
+        &"general",
+        &"--mode",
+        &"softmax",
+        &"--name",
+        &"twin",
+    ]);
+    assert!(ok, "{err}");
+    let eval = |out: &std::path::Path, limit: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let words = format!(
+            "eval --task medmcqa --configs base,router:general,router:twin --limit {limit} --threads 2"
+        );
+        let words: Vec<&str> = words.split(' ').collect();
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = words
+            .iter()
+            .map(|w| w as &dyn AsRef<std::ffi::OsStr>)
+            .collect();
+        args.extend([
+            &"--pack" as &dyn AsRef<std::ffi::OsStr>,
+            &pack,
+            &"--raw",
+            &raw,
+            &"--out",
+            &out,
+        ]);
+        args.extend_from_slice(extra);
+        skillpack(&args)
+    };
+    let (short, fresh, reused, resumed) = (
+        tmp.path().join("short"),
+        tmp.path().join("fresh"),
+        tmp.path().join("reused"),
+        tmp.path().join("resumed"),
+    );
+    let (ok, _, err) = eval(&short, "2", &[]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = eval(&fresh, "3", &[]);
+    assert!(ok, "{err}");
+    // The twin shares `general`'s evaluation.
+    assert!(
+        err.contains("router:twin / medmcqa: the same weights as router:general"),
+        "{err}"
+    );
+    let twin: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fresh.join("router:twin/medmcqa.summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(twin["same_as"], "router:general");
+    assert_eq!(
+        run_scores(&fresh, "router:twin", "medmcqa"),
+        run_scores(&fresh, "router:general", "medmcqa")
+    );
+    let (ok, _, err) = eval(&reused, "3", &[&"--reuse", &short]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("base / medmcqa: 2 of 3 items from earlier predictions"),
+        "{err}"
+    );
+    assert!(
+        err.contains("router:general / medmcqa: 2 of 3 items from earlier predictions"),
+        "{err}"
+    );
+    for config in ["base", "router:general", "router:twin"] {
+        let (fresh_headline, fresh_items) = run_scores(&fresh, config, "medmcqa");
+        let (headline, items) = run_scores(&reused, config, "medmcqa");
+        assert_eq!(items, fresh_items, "{config}");
+        assert!((headline - fresh_headline).abs() < 1e-12, "{config}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reused.join("base/medmcqa.summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["reused_items"], 2);
+    // An interrupted run: three items in the checkpoint, the third torn.
+    std::fs::create_dir_all(resumed.join("base")).unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(fresh.join("base/medmcqa.predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let header = r#"{"checkpoint_split":"dev","calibration":"none","prompt_variant":"standard"}"#;
+    let torn = format!(
+        "{header}\n{}\n{}\n{}",
+        lines[0],
+        lines[1],
+        &lines[2][..lines[2].len() / 2]
+    );
+    std::fs::write(resumed.join("base/medmcqa.predictions.partial.jsonl"), torn).unwrap();
+    let (ok, _, err) = eval(&resumed, "3", &[&"--resume"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("base / medmcqa: 2 of 3 items from earlier predictions"),
+        "{err}"
+    );
+    assert_eq!(
+        run_scores(&resumed, "base", "medmcqa"),
+        run_scores(&fresh, "base", "medmcqa")
+    );
+    assert!(!resumed
+        .join("base/medmcqa.predictions.partial.jsonl")
+        .exists());
+    // Predictions of other wording are not reused.
+    let (ok, _, err) = eval(
+        &tmp.path().join("reworded"),
+        "1",
+        &[&"--reuse", &short, &"--prompt-variant", &"user"],
+    );
+    assert!(ok, "{err}");
+    assert!(!err.contains("from earlier predictions"), "{err}");
+}

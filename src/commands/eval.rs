@@ -18,6 +18,13 @@ use super::session::ModelArgs;
   skillpack eval --all --no-skills --out eval-out/base
   skillpack eval --all --pack examples/packs/medical-smollm2 --configs base,uniform,skill:ner
   skillpack eval --task meqsum --file my-meqsum-test.csv --no-skills --limit 0
+  skillpack eval --all --pack P --configs base,router --limit 0 --out full --resume --reuse first-items
+
+Runs are resumable item by item: every prediction is appended to
+OUT/CONFIG/TASK.predictions.partial.jsonl as it is made, and --resume continues from there.
+A configuration whose weights equal an earlier one's on every prompt (a task router that fell
+back to `general`, a zero-gain router and the base model) is evaluated once; the copy's
+summary names it in `same_as`.
 
 Configurations (--configs): base (no skills), uniform (every skill of the pack at 1/N),
 skill:ID (one skill at weight 1; with --all only on the tasks it fits), weights:ID=W+ID=W,
@@ -51,9 +58,15 @@ pub struct Args {
     /// Output folder.
     #[arg(long, default_value = "eval-out")]
     pub out: PathBuf,
-    /// Reuse summaries already in OUT (same config, task, split and item count).
+    /// Reuse summaries already in OUT (same config, task, split and item count) and continue
+    /// an interrupted run from its per-item checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// An earlier output folder (repeatable) whose predictions of the same configuration on a
+    /// task's first items — same split, scoring and wording — are taken instead of evaluating
+    /// those items again (e.g. a run on the first 200 items before one on the whole split).
+    #[arg(long, value_name = "DIR")]
+    pub reuse: Vec<PathBuf>,
     /// Option scoring: none (log-likelihood) or content-free (minus each option's
     /// log-likelihood after a content-free prompt, for base and packs alike).
     #[arg(long, default_value = "none")]
@@ -83,6 +96,7 @@ impl Args {
             limit: self.limit,
             out: self.out.clone(),
             resume: self.resume,
+            reuse_from: self.reuse.clone(),
             calibration: self.calibration,
             prompt_variant: self.prompt_variant,
             mode: self.model.mode,
@@ -95,18 +109,29 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut bar = ProgressBar::hidden();
-    let report = skillpack_eval::run_evaluation(&args.options()?, |event| match event {
+    let report = skillpack_eval::run_evaluation(&args.options()?, |event| {
+        match event {
         EvalProgress::Reused {
             config,
             task,
             summary,
         } => eprintln!("{config} / {task}: reusing {}", summary.display()),
+        EvalProgress::Copied {
+            config,
+            task,
+            same_as,
+        } => eprintln!("{config} / {task}: the same weights as {same_as} on every prompt; copying its predictions"),
         EvalProgress::Started {
             config,
             task,
             items,
+            reused,
         } => {
+            if reused > 0 {
+                eprintln!("{config} / {task}: {reused} of {items} items from earlier predictions");
+            }
             bar = ProgressBar::new(items as u64);
+            bar.set_position(reused as u64);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{prefix:>22} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
@@ -124,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let _ = std::io::stdout().flush();
             }
         }
+    }
     })?;
     if args.json {
         super::print_json(&serde_json::json!({ "summaries": report.summaries, "out": args.out }))?;

@@ -10,7 +10,7 @@ use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
 use skillpack_pack::Pack;
 use skillpack_run::{parse_skill_weights, Mode, SkillEngine};
 
-use crate::harness::{self, Calibration, NoSkills, RunSpec, SkillPolicy, TaskSummary};
+use crate::harness::{self, Calibration, NoSkills, Prediction, RunSpec, SkillPolicy, TaskSummary};
 use crate::policy::{FeatureCache, FixedWeights, Routed};
 use crate::{default_limit, relevant_skills, report, EvalError, Result};
 
@@ -45,8 +45,13 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
     /// Output folder.
     pub out: PathBuf,
-    /// Reuse summaries already in `out` (same configuration, task, split and item count).
+    /// Reuse summaries already in `out` (same configuration, task, split and item count), and
+    /// continue an interrupted run from its checkpoint (`CONFIG/TASK.predictions.partial.jsonl`).
     pub resume: bool,
+    /// Earlier output folders whose predictions of the same configuration on the first items
+    /// of a task (the same split, scoring and wording) are taken instead of evaluating those
+    /// items again (e.g. a run on the first 200 items before one on the whole split).
+    pub reuse_from: Vec<PathBuf>,
     /// How options are scored.
     pub calibration: Calibration,
     /// How prompts are worded.
@@ -84,6 +89,7 @@ impl EvalOptions {
             limit: None,
             out: out.into(),
             resume: false,
+            reuse_from: Vec::new(),
             calibration: Calibration::None,
             prompt_variant: PromptVariant::Standard,
             mode: Mode::Auto,
@@ -253,11 +259,19 @@ pub enum EvalProgress<'a> {
         task: &'a str,
         summary: &'a Path,
     },
-    /// A run of `items` items starts.
+    /// A run of `items` items starts; the first `reused` come from earlier predictions.
     Started {
         config: &'a str,
         task: &'a str,
         items: usize,
+        reused: usize,
+    },
+    /// A configuration with exactly the same weights as `same_as` on every prompt: its
+    /// predictions are copied.
+    Copied {
+        config: &'a str,
+        task: &'a str,
+        same_as: &'a str,
     },
     /// Items done so far in the current run.
     Items(usize),
@@ -312,8 +326,12 @@ pub fn run_evaluation(
     let mut summaries: Vec<TaskSummary> = Vec::new();
     // Routed configurations featurize each prompt once between them.
     let cache = FeatureCache::default();
+    // Configurations that weight every prompt alike share one evaluation per task.
+    let mut fingerprints: Vec<(String, String)> = Vec::new();
     for config in &configs {
-        let mut policy = skill_policy(config, pack.as_ref(), &model, options, &cache)?;
+        let (mut policy, fingerprint) =
+            skill_policy(config, pack.as_ref(), &model, options, &cache)?;
+        fingerprints.push((config.label.clone(), fingerprint.clone()));
         for task in &tasks_to_run {
             if config
                 .tasks
@@ -325,6 +343,8 @@ pub fn run_evaluation(
             let (items, split) = load_items(options, task)?;
             let dir = options.out.join(&config.label);
             let summary_path = dir.join(format!("{task}.summary.json"));
+            let predictions_path = dir.join(format!("{task}.predictions.jsonl"));
+            let partial_path = dir.join(format!("{task}.predictions.partial.jsonl"));
             if options.resume {
                 if let Some(summary) = reusable_summary(&summary_path, items.len(), &split, options)
                 {
@@ -337,10 +357,30 @@ pub fn run_evaluation(
                     continue;
                 }
             }
+            let twin = summaries.iter().find(|s| {
+                s.task == *task
+                    && s.items == items.len()
+                    && fingerprints
+                        .iter()
+                        .any(|(label, f)| *label == s.config && *f == fingerprint)
+            });
+            if let Some(twin) = twin {
+                let twin_label = twin.config.clone();
+                let summary = copy_twin(twin, &config.label, &options.out)?;
+                progress(EvalProgress::Copied {
+                    config: &config.label,
+                    task,
+                    same_as: &twin_label,
+                });
+                summaries.push(summary);
+                continue;
+            }
+            let done = earlier_predictions(options, &config.label, task, &items, &split);
             progress(EvalProgress::Started {
                 config: &config.label,
                 task,
                 items: items.len(),
+                reused: done.len(),
             });
             let run = RunSpec {
                 task,
@@ -349,21 +389,27 @@ pub fn run_evaluation(
                 calibration: options.calibration,
                 prompt_variant: options.prompt_variant,
             };
-            let (predictions, summary) =
-                harness::evaluate(&mut ctx, policy.as_mut(), &run, &items, |done| {
-                    progress(EvalProgress::Items(done))
-                })?;
-            let mut jsonl = Vec::new();
-            for prediction in &predictions {
-                jsonl.extend(to_json(prediction, false)?);
-                jsonl.push(b'\n');
-            }
             create_dir(&dir)?;
-            skillpack_convert::write_atomic(
-                &dir.join(format!("{task}.predictions.jsonl")),
-                &jsonl,
+            // The checkpoint: one line per item, flushed as it is made, so an interruption
+            // loses at most the item in progress.
+            let mut checkpoint =
+                Checkpoint::create(&partial_path, &CheckpointHeader::of(options, &split), &done)?;
+            let (predictions, summary) = harness::evaluate_resuming(
+                &mut ctx,
+                policy.as_mut(),
+                &run,
+                &items,
+                done,
+                |done, prediction| {
+                    checkpoint.append(prediction)?;
+                    progress(EvalProgress::Items(done));
+                    Ok(())
+                },
             )?;
+            drop(checkpoint);
+            skillpack_convert::write_atomic(&predictions_path, &predictions_jsonl(&predictions)?)?;
             skillpack_convert::write_atomic(&summary_path, &to_json(&summary, true)?)?;
+            let _ = std::fs::remove_file(&partial_path);
             progress(EvalProgress::Finished(&summary));
             summaries.push(summary);
         }
@@ -395,50 +441,256 @@ pub fn run_evaluation(
     })
 }
 
-/// The skill policy of `config`: a router, a fixed weighting, or the base model.
+/// The skill policy of `config`: a router, a fixed weighting, or the base model; with a
+/// fingerprint of the weights it gives (equal fingerprints: equal weights on every prompt).
 fn skill_policy<'m>(
     config: &EvalConfig,
     pack: Option<&Pack>,
     model: &'m Model,
     options: &EvalOptions,
     cache: &FeatureCache,
-) -> Result<Box<dyn SkillPolicy<'m> + 'm>> {
+) -> Result<(Box<dyn SkillPolicy<'m> + 'm>, String)> {
+    const BASE: &str = "base";
     let Some(pack) = pack else {
-        return Ok(Box::new(NoSkills));
+        return Ok((Box::new(NoSkills), BASE.into()));
     };
     if let Some(weights) = &config.weights {
         let weights = parse_skill_weights(weights, &pack.manifest)?;
+        let fingerprint = format!("fixed {:?} {weights:?}", options.mode);
         let mut engine = SkillEngine::new(model, pack.clone())?;
         // A fixed weighting is applied as given (the pack's top-k and minimum weight are
         // routing defaults).
         engine.top_k = 0;
         engine.min_weight = 0.0;
-        return Ok(Box::new(FixedWeights {
-            engine,
-            weights,
-            mode: options.mode,
-        }));
+        return Ok((
+            Box::new(FixedWeights {
+                engine,
+                weights,
+                mode: options.mode,
+            }),
+            fingerprint,
+        ));
     }
     let Some(name) = &config.router else {
-        return Ok(Box::new(NoSkills));
+        return Ok((Box::new(NoSkills), BASE.into()));
     };
     let router = skillpack_run::load_router(pack, Some(name), model, &options.model)?
         .expect("a named router loads or fails");
+    // A zero gain scales every skill to nothing: the base model.
+    let fingerprint = if router.config.gain == 0.0 {
+        BASE.into()
+    } else {
+        router_fingerprint(&router, options.mode)
+    };
     let extractor = skillpack_route::FeatureExtractor::new(
         model,
         &options.model,
         router.config.features,
         options.threads,
     )?;
-    Ok(Box::new(Routed {
-        engine: SkillEngine::new(model, pack.clone())?,
-        skills: pack.manifest.skills.iter().map(|s| s.id.clone()).collect(),
-        router,
-        extractor,
-        mode: options.mode,
-        model,
-        cache: cache.clone(),
-    }))
+    Ok((
+        Box::new(Routed {
+            engine: SkillEngine::new(model, pack.clone())?,
+            skills: pack.manifest.skills.iter().map(|s| s.id.clone()).collect(),
+            router,
+            extractor,
+            mode: options.mode,
+            model,
+            cache: cache.clone(),
+        }),
+        fingerprint,
+    ))
+}
+
+/// Everything about a router that decides its weights (not its name, task or training log).
+fn router_fingerprint(router: &skillpack_route::Router, mode: Mode) -> String {
+    use std::hash::{Hash, Hasher};
+    let c = &router.config;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for array in [
+        &router.feature_mean,
+        &router.feature_std,
+        &router.weight,
+        &router.bias,
+    ] {
+        array.len().hash(&mut hasher);
+        for x in array.iter() {
+            x.to_bits().hash(&mut hasher);
+        }
+    }
+    format!(
+        "router {mode:?} {} {:?} {} {:?} {} {} {} {:?} {} {:016x}",
+        c.kind,
+        c.features,
+        c.dim,
+        c.skills,
+        c.none_entry,
+        c.gain.to_bits(),
+        c.temperature.to_bits(),
+        c.commit,
+        c.normalize_input,
+        hasher.finish()
+    )
+}
+
+/// Copies the predictions of `twin` (a configuration with the same fingerprint, already in
+/// `out`) as `label`'s, and returns the summary relabelled.
+fn copy_twin(twin: &TaskSummary, label: &str, out: &Path) -> Result<TaskSummary> {
+    let from = out
+        .join(&twin.config)
+        .join(format!("{}.predictions.jsonl", twin.task));
+    let bytes = std::fs::read(&from).map_err(|e| EvalError::Output {
+        path: from.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let dir = out.join(label);
+    create_dir(&dir)?;
+    skillpack_convert::write_atomic(
+        &dir.join(format!("{}.predictions.jsonl", twin.task)),
+        &bytes,
+    )?;
+    let mut summary = twin.clone();
+    summary.config = label.to_string();
+    summary.same_as = Some(twin.same_as.clone().unwrap_or_else(|| twin.config.clone()));
+    if label.starts_with("router:") && summary.no_skill_share.is_none() {
+        // The twin is the base model (or a fixed weighting of nothing): no skill on any item.
+        summary.no_skill_share = Some(1.0);
+    }
+    skillpack_convert::write_atomic(
+        &dir.join(format!("{}.summary.json", twin.task)),
+        &to_json(&summary, true)?,
+    )?;
+    Ok(summary)
+}
+
+/// The longest run of predictions for the first items of `task` by configuration `label`:
+/// this run's checkpoint (with `resume`), or a finished run in one of `reuse_from` with the
+/// same split, scoring and wording.
+fn earlier_predictions(
+    options: &EvalOptions,
+    label: &str,
+    task: &str,
+    items: &[TaskItem],
+    split: &str,
+) -> Vec<Prediction> {
+    let mut best: Vec<Prediction> = Vec::new();
+    let mut consider = |path: &Path| {
+        let found = prediction_prefix(path, items);
+        if found.len() > best.len() {
+            best = found;
+        }
+    };
+    if options.resume {
+        let path = options
+            .out
+            .join(label)
+            .join(format!("{task}.predictions.partial.jsonl"));
+        // Only a checkpoint of the same split, scoring and wording.
+        let header = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<CheckpointHeader>(text.lines().next()?).ok());
+        if header == Some(CheckpointHeader::of(options, split)) {
+            consider(&path);
+        }
+    }
+    for dir in &options.reuse_from {
+        let dir = dir.join(label);
+        let Ok(text) = std::fs::read_to_string(dir.join(format!("{task}.summary.json"))) else {
+            continue;
+        };
+        let Ok(summary) = serde_json::from_str::<TaskSummary>(&text) else {
+            continue;
+        };
+        // Only predictions written with every field can be scored again.
+        if summary.resumable
+            && summary.split == split
+            && summary.calibration == options.calibration
+            && summary.prompt_variant == options.prompt_variant
+        {
+            consider(&dir.join(format!("{task}.predictions.jsonl")));
+        }
+    }
+    best
+}
+
+/// The predictions at the head of the JSON-lines file `path` whose ids follow `items` (a
+/// checkpoint's header line is skipped; a torn last line, from an interruption, ends the run).
+fn prediction_prefix(path: &Path, items: &[TaskItem]) -> Vec<Prediction> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip_while(|line| serde_json::from_str::<CheckpointHeader>(line).is_ok())
+        .map_while(|line| serde_json::from_str::<Prediction>(line).ok())
+        .zip(items)
+        .take_while(|(p, item)| p.id == item.id)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// The first line of a checkpoint: what its predictions were made under.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointHeader {
+    checkpoint_split: String,
+    calibration: Calibration,
+    prompt_variant: PromptVariant,
+}
+
+impl CheckpointHeader {
+    fn of(options: &EvalOptions, split: &str) -> Self {
+        CheckpointHeader {
+            checkpoint_split: split.to_string(),
+            calibration: options.calibration,
+            prompt_variant: options.prompt_variant,
+        }
+    }
+}
+
+/// An append-only JSON-lines file of the predictions made so far, after a header line.
+struct Checkpoint {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Checkpoint {
+    /// Starts `path` with `header` and the predictions `done` (replacing what it held).
+    fn create(path: &Path, header: &CheckpointHeader, done: &[Prediction]) -> Result<Self> {
+        let io = |e: std::io::Error| EvalError::Output {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut file = std::fs::File::create(path).map_err(io)?;
+        use std::io::Write;
+        let mut head = to_json(header, false)?;
+        head.push(b'\n');
+        file.write_all(&head).map_err(io)?;
+        file.write_all(&predictions_jsonl(done)?).map_err(io)?;
+        Ok(Checkpoint {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn append(&mut self, prediction: &Prediction) -> Result<()> {
+        use std::io::Write;
+        let mut line = to_json(prediction, false)?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(|e| EvalError::Output {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// One JSON line per prediction.
+fn predictions_jsonl(predictions: &[Prediction]) -> Result<Vec<u8>> {
+    let mut jsonl = Vec::new();
+    for prediction in predictions {
+        jsonl.extend(to_json(prediction, false)?);
+        jsonl.push(b'\n');
+    }
+    Ok(jsonl)
 }
 
 /// The summary at `path` when it matches this run (items, split, scoring, wording).

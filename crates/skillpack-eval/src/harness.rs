@@ -200,8 +200,9 @@ pub fn answer_tokens(model: &Model, answer: &str) -> Result<Vec<Token>> {
     Ok(model.tokenize(answer, false, true)?)
 }
 
-/// One item's result.
-#[derive(Debug, Clone, Serialize)]
+/// One item's result. Every field is written, so that a run can resume from its predictions
+/// file and recompute the task's metrics.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Prediction {
     pub id: String,
     pub prediction: String,
@@ -209,25 +210,30 @@ pub struct Prediction {
     /// The item's score on the task's headline metric (1/0 for accuracy).
     pub score: f64,
     /// Option log-likelihoods (choice tasks), per label P(yes) − P(no) margins (multi-label).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub option_scores: Vec<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<(String, f32)>,
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_index: Option<usize>,
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gold_index: Option<usize>,
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub predicted_labels: Vec<usize>,
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gold_labels: Vec<usize>,
     /// Option scores are calibrated (the content-free prompt's log-likelihood subtracted).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub calibrated: bool,
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "metrics::EntityCounts::is_empty")]
     pub entity_counts: metrics::EntityCounts,
-    #[serde(skip)]
+    /// A second per-item metric (COVID-QA's exact match).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub extra: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn greedy(max_tokens: usize, stops: &[&str]) -> GenerateParams {
@@ -581,6 +587,23 @@ pub struct TaskSummary {
     /// skill" output or a zero gain), i.e. ran on the base model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_skill_share: Option<f64>,
+    /// Items whose predictions came from an earlier, interrupted or shorter run of the same
+    /// configuration (`wall_s` and the rates count only the rest).
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub reused_items: usize,
+    /// The configuration whose predictions these are: one with exactly the same weights on
+    /// every prompt (a task router that fell back to `general`, a zero-gain router and the
+    /// base model), evaluated once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<String>,
+    /// The predictions file holds every field needed to score it again (a later run may take
+    /// its items instead of evaluating them: `eval --reuse`).
+    #[serde(default)]
+    pub resumable: bool,
+}
+
+fn is_zero_usize(x: &usize) -> bool {
+    *x == 0
 }
 
 /// What a run evaluates: the task, the configuration's label, the split and the scoring.
@@ -600,6 +623,23 @@ pub fn evaluate<'m>(
     items: &[TaskItem],
     mut progress: impl FnMut(usize),
 ) -> Result<(Vec<Prediction>, TaskSummary)> {
+    evaluate_resuming(ctx, policy, run, items, Vec::new(), |done, _| {
+        progress(done);
+        Ok(())
+    })
+}
+
+/// [`evaluate`] continuing after `done`, the predictions of the first `done.len()` items from
+/// an earlier run of the same configuration (checked by id). `each` gets every new prediction
+/// as it is made (to checkpoint it) with the number of items done.
+pub fn evaluate_resuming<'m>(
+    ctx: &mut Context<'m>,
+    policy: &mut dyn SkillPolicy<'m>,
+    run: &RunSpec<'_>,
+    items: &[TaskItem],
+    done: Vec<Prediction>,
+    mut each: impl FnMut(usize, &Prediction) -> Result<()>,
+) -> Result<(Vec<Prediction>, TaskSummary)> {
     let RunSpec {
         task,
         config,
@@ -607,15 +647,30 @@ pub fn evaluate<'m>(
         calibration,
         prompt_variant,
     } = *run;
+    if let Some((item, p)) = items.iter().zip(&done).find(|(i, p)| i.id != p.id) {
+        return Err(EvalError::Invalid(format!(
+            "resumed predictions of {config} on {task} do not follow the items: item {} where \
+             the split has {}",
+            p.id, item.id
+        )));
+    }
+    if done.len() > items.len() {
+        return Err(EvalError::Invalid(format!(
+            "resumed predictions of {config} on {task}: {} for {} items",
+            done.len(),
+            items.len()
+        )));
+    }
+    let reused_items = done.len();
     let started = Instant::now();
     let mut scorer = Scorer::new(ctx);
-    let mut predictions = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        predictions.push(
-            evaluate_item(&mut scorer, policy, item, calibration)
-                .map_err(|e| EvalError::Invalid(format!("item {}: {e}", item.id)))?,
-        );
-        progress(i + 1);
+    let mut predictions = done;
+    predictions.reserve(items.len() - reused_items);
+    for (i, item) in items.iter().enumerate().skip(reused_items) {
+        let prediction = evaluate_item(&mut scorer, policy, item, calibration)
+            .map_err(|e| EvalError::Invalid(format!("item {}: {e}", item.id)))?;
+        each(i + 1, &prediction)?;
+        predictions.push(prediction);
     }
     let wall_s = started.elapsed().as_secs_f64();
     let summary = TaskSummary {
@@ -625,7 +680,7 @@ pub fn evaluate<'m>(
         items: items.len(),
         metrics: task_metrics(task, &predictions),
         wall_s,
-        items_per_s: items.len() as f64 / wall_s.max(1e-9),
+        items_per_s: (items.len() - reused_items) as f64 / wall_s.max(1e-9),
         tokens_evaluated: scorer.tokens_evaluated,
         tokens_per_s: scorer.tokens_evaluated as f64 / wall_s.max(1e-9),
         interval: headline_interval(task, &predictions),
@@ -636,6 +691,9 @@ pub fn evaluate<'m>(
             predictions.iter().filter(|p| p.weights.is_empty()).count() as f64
                 / predictions.len().max(1) as f64
         }),
+        reused_items,
+        same_as: None,
+        resumable: true,
     };
     Ok((predictions, summary))
 }

@@ -229,7 +229,7 @@ fn ratio(num: usize, den: usize) -> f64 {
 }
 
 /// Counts of entity-level matching (exact span and type).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntityCounts {
     pub true_positive: usize,
     pub false_positive: usize,
@@ -237,6 +237,11 @@ pub struct EntityCounts {
 }
 
 impl EntityCounts {
+    /// No spans on either side.
+    pub fn is_empty(&self) -> bool {
+        *self == EntityCounts::default()
+    }
+
     /// Compares predicted and gold `(start, end, type)` spans (each set deduplicated).
     pub fn of(predicted: &[(usize, usize, String)], gold: &[(usize, usize, String)]) -> Self {
         let p: BTreeSet<&(usize, usize, String)> = predicted.iter().collect();
