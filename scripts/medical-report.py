@@ -97,7 +97,8 @@ def main():
         return max(singles, key=lambda x: x[1]) if singles else (None, None)
 
     # The final table (whole dev splits): column label -> configuration for a task.
-    columns = [("base", lambda t: "base"), ("best single skill", lambda t: best_single(t)[0])]
+    columns = [("base", lambda t: "base"), ("uniform", lambda t: "uniform"),
+               ("best single skill", lambda t: best_single(t)[0])]
     if default != "general":
         columns.append((f"{default} (default)", lambda t: f"router:{default}"))
     columns.append(("general" + (" (default)" if default == "general" else ""), lambda t: "router:general"))
@@ -111,7 +112,9 @@ def main():
         if s is None:
             return "–"
         lo_hi = s.get("interval")
-        return pct(headline(s)) + (f" [{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]" if lo_hi else "")
+        cell = pct(headline(s)) + (f" [{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]" if lo_hi else "")
+        # A task router that fell back shares its twin's predictions (the same weights).
+        return cell + (f" (= {s['same_as'].removeprefix('router:')})" if s.get("same_as") else "")
 
     def group_mean(group, column):
         config = dict(columns)[column]
@@ -128,7 +131,8 @@ def main():
         items = by[("base", task)]["items"] if ("base", task) in by else "–"
         name = TITLES[task] + ("" if task in SEEN else " (unseen)")
         cells = [with_interval(config(task), task) for _, config in columns]
-        cells[1] += f" ({(best_single(task)[0] or '–').removeprefix('skill:')})"
+        single_column = [label for label, _ in columns].index("best single skill")
+        cells[single_column] += f" ({(best_single(task)[0] or '–').removeprefix('skill:')})"
         md.append(f"| {name} | {metric} | {items} | " + " | ".join(cells) + " |")
     for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
         md.append(f"| **{label}** | | | " + " | ".join(pct(group_mean(group, c)) for c, _ in columns) + " |")
@@ -181,7 +185,9 @@ def main():
     md.append("|---|---|---|---|---|---|")
     for label, group, target in [("seen", SEEN, 1.40), ("unseen", UNSEEN, 1.55)]:
         base, single = group_mean(group, "base"), group_mean(group, "best single skill")
-        for column, _ in columns[2:]:
+        for column, _ in columns:
+            if column in ("base", "uniform", "best single skill"):
+                continue
             v = group_mean(group, column)
             if base is None or v is None:
                 continue
@@ -229,6 +235,19 @@ def main():
     for name, ok, detail in checks:
         md.append(f"| {name} | {'yes' if ok else '**no**'} | {detail} |")
     md.append("")
+    # How often routing gives no skill at all (the base model): a task router whose validation chose
+    # the base model, or a zero weight from the router's "no skill" output.
+    shares = []
+    for task in SEEN + UNSEEN:
+        d, t = by.get((f"router:{default}", task)), by.get((f"router:task-{task}", task))
+        share = lambda s: "–" if s is None or s.get("no_skill_share") is None else f"{100 * s['no_skill_share']:.0f} %"
+        shares.append(f"| {TITLES[task]} | {share(d)} | {share(t)} |")
+    md.append("Items routed to no skill (the base model), per task:")
+    md.append("")
+    md.append(f"| task | {default} | task router |")
+    md.append("|---|---|---|")
+    md.extend(shares)
+    md.append("")
     user = os.path.join(a.work, "eval-user", "results.json")
     if os.path.exists(user):
         u = json.load(open(user))
@@ -241,7 +260,12 @@ def main():
         md.append("| task | " + " | ".join(c.removeprefix("router:") for c in ucols) + " |")
         md.append("|---|" + "---|" * len(ucols))
         for task in SEEN + UNSEEN:
-            md.append(f"| {TITLES[task]} | " + " | ".join(pct(ub.get((c, task))) for c in ucols) + " |")
+            cells = []
+            for c in ucols:
+                r = next((r for r in u if r["config"] == c and r["task"] == task), None)
+                iv = (r or {}).get("interval")
+                cells.append(pct(ub.get((c, task))) + (f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else ""))
+            md.append(f"| {TITLES[task]} | " + " | ".join(cells) + " |")
         for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
             md.append(f"| **{label}** | " + " | ".join(pct(mean([ub.get((c, t)) for t in group])) for c in ucols) + " |")
         md.append("")
@@ -351,9 +375,13 @@ def main():
             name, secs = line.rstrip("\n").split("\t")
             md.append(f"| {name} | {secs} |")
     md.append("")
-    total = sum(r["wall_s"] for r in results + select)
-    md.append(f"Evaluation: {len(results) + len(select)} task × configuration runs, {total:.0f} s summed over their own wall "
-              f"times (`wall_s` in each summary; runs may have overlapped, one thread each, or run alone on two).")
+    evaluated = [r for r in results + select if not r.get("same_as")]
+    total = sum(r["wall_s"] for r in evaluated)
+    items = sum(r["items"] - r.get("reused_items", 0) for r in evaluated)
+    md.append(f"Evaluation: {len(results) + len(select)} task × configuration results, {len(evaluated)} of them evaluated "
+              f"(the rest share the predictions of a configuration with the same weights), {items} items scored in "
+              f"{total:.0f} s summed over the runs' own wall times (`wall_s` in each summary; a whole-split run "
+              f"takes its first items from the selection's predictions).")
     md.append("")
     md.append("Skill data (sha256 of each train.jsonl):")
     md.append("")
