@@ -44,6 +44,13 @@ TARGETS=${TARGETS:-q_proj,v_proj}
 # examples/routing/freeform-dev.jsonl: 1 -> 123/144, 5 -> 125/144 on the first 441 prompts).
 ROUTING_PROMPTS=${ROUTING_PROMPTS:-examples/routing/train.jsonl}
 PROMPT_REPEATS=${PROMPT_REPEATS:-5}
+# Routers trained only to compare with the default (other features): general-embedding (mean
+# token embeddings), prototype and general-hidden (mean hidden states: a forward pass over every
+# record, the costliest). A longer build (a bigger model) may keep fewer.
+CANDIDATE_ROUTERS=${CANDIDATE_ROUTERS:-"general-embedding prototype general-hidden"}
+# Items per task of the final table: 0 = whole dev splits; `select` = the selection's first
+# 100-200 items (then the final table costs only the configurations the selection did not run).
+EVAL_LIMIT=${EVAL_LIMIT:-0}
 
 # Every command takes its model from SKILLPACK_MODEL when none is given.
 if [[ -n "${MODEL:-}" ]]; then
@@ -114,19 +121,21 @@ if stage routers; then
     --features segment-lexical --data "$WORK/data" --prompts "$ROUTING_PROMPTS" \
     --prompt-repeats "$PROMPT_REPEATS" --name general --default --threads "$THREADS" \
     --seed "$SEED" >&2
-  has_router general-embedding || timed router-general-embedding "$BIN" router train --pack "$BUILD" \
+  candidate() { [[ " $CANDIDATE_ROUTERS " == *" $1 "* ]]; }
+  candidate general-embedding && { has_router general-embedding || timed router-general-embedding "$BIN" router train --pack "$BUILD" \
     --method supervised --features mean-embedding --data "$WORK/data" --prompts "$ROUTING_PROMPTS" \
     --prompt-repeats "$PROMPT_REPEATS" --name general-embedding --threads "$THREADS" \
-    --seed "$SEED" >&2
-  has_router prototype || timed router-prototype "$BIN" router train --pack "$BUILD" --method prototype \
-    --data "$WORK/data" --name prototype --threads "$THREADS" >&2
+    --seed "$SEED" >&2; }
+  candidate prototype && { has_router prototype || timed router-prototype "$BIN" router train \
+    --pack "$BUILD" --method prototype --data "$WORK/data" --name prototype --threads "$THREADS" >&2; }
   # The former default for comparison: mean-hidden features (one extra forward pass).
-  has_router general-hidden || timed router-general-hidden "$BIN" router train --pack "$BUILD" \
-    --method supervised --data "$WORK/data" --name general-hidden --soft-labels 10 \
-    --threads "$THREADS" --seed "$SEED" >&2
+  candidate general-hidden && { has_router general-hidden || timed router-general-hidden "$BIN" \
+    router train --pack "$BUILD" --method supervised --data "$WORK/data" --name general-hidden \
+    --soft-labels 10 --threads "$THREADS" --seed "$SEED" >&2; }
   # Temperature scaling on the skills' own dev records (each skill was trained at scale 1; an
   # uncalibrated softmax dilutes it). Idempotent: the fit starts from the router's weights.
   for r in general general-hidden general-embedding; do
+    has_router "$r" || continue
     [[ -s "$WORK/calibrate-$r.json" ]] || timed "calibrate-$r" "$BIN" router calibrate --pack "$BUILD" \
       --router "$r" --data "$WORK/data" --threads "$THREADS" --json >"$WORK/calibrate-$r.json"
   done
@@ -168,12 +177,14 @@ if stage eval; then
   for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
   for s in mrc mcqa qa ner re er mldc nli ts; do configs="$configs,skill:$s"; done
   configs="$configs,uniform"
+  limit=(--limit "$EVAL_LIMIT")
+  [[ $EVAL_LIMIT == select ]] && limit=()
   timed eval "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$configs" \
-    --limit "${EVAL_LIMIT:-0}" --threads "$THREADS" --out "$WORK/eval" --resume \
+    "${limit[@]}" --threads "$THREADS" --out "$WORK/eval" --resume \
     --reuse "$WORK/eval-select" >&2
   # The same items worded as a user would type them (no skill template uses these words).
   timed eval-user "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --prompt-variant user \
-    --configs "base,router:$best" --limit "${EVAL_LIMIT:-0}" \
+    --configs "base,router:$best" "${limit[@]}" \
     --threads "$THREADS" --out "$WORK/eval-user" --resume >&2
   # How the pack answers prompts in users' own words: the first 3 free-form prompts of each
   # skill, routed by the default router, greedy.
@@ -203,8 +214,9 @@ PY
   done
   # Last, for the report's comparison only: the other router candidates on the selection items
   # (features with and without a forward pass, prototypes).
-  timed eval-select-others "$BIN" eval --all --pack "$BUILD" --raw "$RAW" \
-    --configs "$select,router:general-hidden,router:general-embedding,router:prototype" \
+  others=$select
+  for r in $CANDIDATE_ROUTERS; do others="$others,router:$r"; done
+  timed eval-select-others "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$others" \
     --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
 fi
 
@@ -222,7 +234,8 @@ if stage report; then
   # The skills' dev-loss curves in one chart, and where each stopped.
   "$BIN" curves "$WORK"/skills/* -o "$BUILD/dev-loss.svg" >"$WORK/curves.md"
   python3 scripts/medical-report.py --work "$WORK" --pack "$BUILD" --raw "$RAW" --seed "$SEED" \
-    --epochs "$EPOCHS" --max-steps "$MAX_STEPS" --targets "$TARGETS" --threads "$THREADS"
+    --epochs "$EPOCHS" --max-steps "$MAX_STEPS" --targets "$TARGETS" --threads "$THREADS" \
+    --eval-limit "$EVAL_LIMIT"
 fi
 
 if stage publish; then

@@ -78,6 +78,7 @@ def main():
     ap.add_argument("--max-steps", required=True)
     ap.add_argument("--targets", required=True)
     ap.add_argument("--threads", required=True, help="threads the router bench ran with")
+    ap.add_argument("--eval-limit", default="0", help="items per task of the final table (0: whole splits)")
     a = ap.parse_args()
 
     results = json.load(open(os.path.join(a.work, "eval", "results.json")))
@@ -121,7 +122,9 @@ def main():
         return mean([score(config(t), t) for t in group])
 
     md = ["# Medical pack report (dev splits)", ""]
-    md.append("Headline metric per task on its **whole dev split**, in percent, with the 95 % bootstrap interval over")
+    split_words = {"0": "its **whole dev split**", "select": "its first dev items (the selection's)"}
+    md.append(f"Headline metric per task on {split_words.get(a.eval_limit, f'its first {a.eval_limit} dev items')}, "
+              "in percent, with the 95 % bootstrap interval over")
     md.append("the items (differences inside it are noise). Classification tasks take macro-F1 as their headline.")
     md.append("")
     md.append("| task | metric | items | " + " | ".join(label for label, _ in columns) + " |")
