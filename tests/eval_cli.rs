@@ -311,19 +311,22 @@ fn reuse_resume_and_same_weight_configurations() {
     let tmp = tempfile::tempdir().unwrap();
     let raw = raw_data();
     let pack = routed_fixture_pack(tmp.path());
-    let (ok, _, err) = skillpack(&[
-        &"router",
-        &"commit",
-        &"--pack",
-        &pack,
-        &"--router",
-        &"general",
-        &"--mode",
-        &"softmax",
-        &"--name",
-        &"twin",
-    ]);
-    assert!(ok, "{err}");
+    // `general`'s head under another name, or under another committing mode.
+    let commit = |extra: &str| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"router",
+            &"commit",
+            &"--pack",
+            &pack,
+            &"--router",
+            &"general",
+        ];
+        let words: Vec<&str> = extra.split(' ').collect();
+        args.extend(words.iter().map(|w| w as &dyn AsRef<std::ffi::OsStr>));
+        let (ok, _, err) = skillpack(&args);
+        assert!(ok, "{err}");
+    };
+    commit("--mode softmax --name twin");
     let eval = |out: &std::path::Path, limit: &str, extra: &[&dyn AsRef<std::ffi::OsStr>]| {
         let words = format!(
             "eval --task medmcqa --configs base,router:general,router:twin --limit {limit} --threads 2"
@@ -417,6 +420,15 @@ fn reuse_resume_and_same_weight_configurations() {
     assert!(!resumed
         .join("base/medmcqa.predictions.partial.jsonl")
         .exists());
+    // A router whose weights changed under the same name is evaluated again.
+    commit("--mode top1:0.5");
+    let (ok, _, err) = eval(&tmp.path().join("changed"), "3", &[&"--reuse", &short]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("base / medmcqa: 2 of 3 items from earlier predictions"),
+        "{err}"
+    );
+    assert!(!err.contains("router:general / medmcqa: 2 of 3"), "{err}");
     // Predictions of other wording are not reused.
     let (ok, _, err) = eval(
         &tmp.path().join("reworded"),

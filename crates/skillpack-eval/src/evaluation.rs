@@ -346,7 +346,8 @@ pub fn run_evaluation(
             let predictions_path = dir.join(format!("{task}.predictions.jsonl"));
             let partial_path = dir.join(format!("{task}.predictions.partial.jsonl"));
             if options.resume {
-                if let Some(summary) = reusable_summary(&summary_path, items.len(), &split, options)
+                if let Some(summary) =
+                    reusable_summary(&summary_path, items.len(), &split, options, &fingerprint)
                 {
                     progress(EvalProgress::Reused {
                         config: &config.label,
@@ -375,7 +376,8 @@ pub fn run_evaluation(
                 summaries.push(summary);
                 continue;
             }
-            let done = earlier_predictions(options, &config.label, task, &items, &split);
+            let done =
+                earlier_predictions(options, &config.label, &fingerprint, task, &items, &split);
             progress(EvalProgress::Started {
                 config: &config.label,
                 task,
@@ -392,9 +394,9 @@ pub fn run_evaluation(
             create_dir(&dir)?;
             // The checkpoint: one line per item, flushed as it is made, so an interruption
             // loses at most the item in progress.
-            let mut checkpoint =
-                Checkpoint::create(&partial_path, &CheckpointHeader::of(options, &split), &done)?;
-            let (predictions, summary) = harness::evaluate_resuming(
+            let header = CheckpointHeader::of(options, &split, &fingerprint);
+            let mut checkpoint = Checkpoint::create(&partial_path, &header, &done)?;
+            let (predictions, mut summary) = harness::evaluate_resuming(
                 &mut ctx,
                 policy.as_mut(),
                 &run,
@@ -407,6 +409,7 @@ pub fn run_evaluation(
                 },
             )?;
             drop(checkpoint);
+            summary.weights_fingerprint = Some(fingerprint.clone());
             skillpack_convert::write_atomic(&predictions_path, &predictions_jsonl(&predictions)?)?;
             skillpack_convert::write_atomic(&summary_path, &to_json(&summary, true)?)?;
             let _ = std::fs::remove_file(&partial_path);
@@ -456,7 +459,11 @@ fn skill_policy<'m>(
     };
     if let Some(weights) = &config.weights {
         let weights = parse_skill_weights(weights, &pack.manifest)?;
-        let fingerprint = format!("fixed {:?} {weights:?}", options.mode);
+        let fingerprint = format!(
+            "fixed {:?} {weights:?} skills {:016x}",
+            options.mode,
+            skills_fingerprint(pack)?
+        );
         let mut engine = SkillEngine::new(model, pack.clone())?;
         // A fixed weighting is applied as given (the pack's top-k and minimum weight are
         // routing defaults).
@@ -480,7 +487,15 @@ fn skill_policy<'m>(
     let fingerprint = if router.config.gain == 0.0 {
         BASE.into()
     } else {
-        router_fingerprint(&router, options.mode)
+        // The pack's routing defaults prune the router's weights (top-k, minimum weight).
+        let d = &pack.manifest.defaults;
+        format!(
+            "{} top-k {} min-weight {} skills {:016x}",
+            router_fingerprint(&router, options.mode),
+            d.top_k,
+            d.min_weight,
+            skills_fingerprint(pack)?
+        )
     };
     let extractor = skillpack_route::FeatureExtractor::new(
         model,
@@ -502,21 +517,48 @@ fn skill_policy<'m>(
     ))
 }
 
-/// Everything about a router that decides its weights (not its name, task or training log).
+/// FNV-1a over `bytes`, continuing from `hash`: stable across builds, since summaries keep it.
+fn fnv1a(hash: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(hash, |h, byte| {
+        (h ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The pack's skills: their ids, in order, and their adapter files' bytes.
+fn skills_fingerprint(pack: &Pack) -> Result<u64> {
+    let mut hash = FNV_OFFSET;
+    for skill in &pack.manifest.skills {
+        let path = pack.adapter_path(skill);
+        let bytes = std::fs::read(&path).map_err(|e| EvalError::Read {
+            context: format!(
+                "reading the adapter of skill `{}`: {}",
+                skill.id,
+                path.display()
+            ),
+            source: e,
+        })?;
+        hash = fnv1a(hash, skill.id.bytes().chain([0]));
+        hash = fnv1a(hash, (bytes.len() as u64).to_le_bytes());
+        hash = fnv1a(hash, bytes);
+    }
+    Ok(hash)
+}
+
+/// Everything about a router that decides its weights (not its name, task or training log),
+/// with its arrays hashed.
 fn router_fingerprint(router: &skillpack_route::Router, mode: Mode) -> String {
-    use std::hash::{Hash, Hasher};
     let c = &router.config;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut hash = FNV_OFFSET;
     for array in [
         &router.feature_mean,
         &router.feature_std,
         &router.weight,
         &router.bias,
     ] {
-        array.len().hash(&mut hasher);
-        for x in array.iter() {
-            x.to_bits().hash(&mut hasher);
-        }
+        hash = fnv1a(hash, (array.len() as u64).to_le_bytes());
+        hash = fnv1a(hash, array.iter().flat_map(|x| x.to_le_bytes()));
     }
     format!(
         "router {mode:?} {} {:?} {} {:?} {} {} {} {:?} {} {:016x}",
@@ -529,7 +571,7 @@ fn router_fingerprint(router: &skillpack_route::Router, mode: Mode) -> String {
         c.temperature.to_bits(),
         c.commit,
         c.normalize_input,
-        hasher.finish()
+        hash
     )
 }
 
@@ -569,6 +611,7 @@ fn copy_twin(twin: &TaskSummary, label: &str, out: &Path) -> Result<TaskSummary>
 fn earlier_predictions(
     options: &EvalOptions,
     label: &str,
+    fingerprint: &str,
     task: &str,
     items: &[TaskItem],
     split: &str,
@@ -589,7 +632,7 @@ fn earlier_predictions(
         let header = std::fs::read_to_string(&path)
             .ok()
             .and_then(|text| serde_json::from_str::<CheckpointHeader>(text.lines().next()?).ok());
-        if header == Some(CheckpointHeader::of(options, split)) {
+        if header.is_some_and(|h| h.serves(&CheckpointHeader::of(options, split, fingerprint))) {
             consider(&path);
         }
     }
@@ -606,6 +649,7 @@ fn earlier_predictions(
             && summary.split == split
             && summary.calibration == options.calibration
             && summary.prompt_variant == options.prompt_variant
+            && same_weights(summary.weights_fingerprint.as_deref(), Some(fingerprint))
         {
             consider(&dir.join(format!("{task}.predictions.jsonl")));
         }
@@ -635,15 +679,36 @@ struct CheckpointHeader {
     checkpoint_split: String,
     calibration: Calibration,
     prompt_variant: PromptVariant,
+    /// The configuration's weights fingerprint (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weights: Option<String>,
 }
 
 impl CheckpointHeader {
-    fn of(options: &EvalOptions, split: &str) -> Self {
+    fn of(options: &EvalOptions, split: &str, fingerprint: &str) -> Self {
         CheckpointHeader {
             checkpoint_split: split.to_string(),
             calibration: options.calibration,
             prompt_variant: options.prompt_variant,
+            weights: Some(fingerprint.to_string()),
         }
+    }
+
+    /// Whether predictions made under `self` stand for a run under `current`.
+    fn serves(&self, current: &CheckpointHeader) -> bool {
+        self.checkpoint_split == current.checkpoint_split
+            && self.calibration == current.calibration
+            && self.prompt_variant == current.prompt_variant
+            && same_weights(self.weights.as_deref(), current.weights.as_deref())
+    }
+}
+
+/// Whether a stored weights fingerprint matches the current one (older outputs have none, and
+/// are taken on their configuration's label).
+fn same_weights(stored: Option<&str>, current: Option<&str>) -> bool {
+    match (stored, current) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
     }
 }
 
@@ -699,14 +764,16 @@ fn reusable_summary(
     items: usize,
     split: &str,
     options: &EvalOptions,
+    fingerprint: &str,
 ) -> Option<TaskSummary> {
     let text = std::fs::read_to_string(path).ok()?;
     let summary: TaskSummary = serde_json::from_str(&text).ok()?;
     (summary.items == items
         && summary.split == split
         && summary.calibration == options.calibration
-        && summary.prompt_variant == options.prompt_variant)
-        .then_some(summary)
+        && summary.prompt_variant == options.prompt_variant
+        && same_weights(summary.weights_fingerprint.as_deref(), Some(fingerprint)))
+    .then_some(summary)
 }
 
 /// The markdown table of `summaries` with how it was scored and its side tables.

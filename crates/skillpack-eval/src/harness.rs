@@ -600,6 +600,11 @@ pub struct TaskSummary {
     /// its items instead of evaluating them: `eval --reuse`).
     #[serde(default)]
     pub resumable: bool,
+    /// What decides the configuration's weights on every prompt (its router's or fixed
+    /// weights, the mode, the pack's skills): a later run takes these predictions only under
+    /// the same fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_fingerprint: Option<String>,
 }
 
 fn is_zero_usize(x: &usize) -> bool {
@@ -694,6 +699,7 @@ pub fn evaluate_resuming<'m>(
         reused_items,
         same_as: None,
         resumable: true,
+        weights_fingerprint: None,
     };
     Ok((predictions, summary))
 }
