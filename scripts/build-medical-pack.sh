@@ -159,7 +159,7 @@ if stage eval; then
   # dev splits on 2 cores), so it runs in parts, each resumable item by item (--resume), the
   # critical path first. First the choice of the committing mode of `general`, on each task's
   # first `default_limit` dev items (100-200; every configuration on the same items).
-  select="base,uniform,router:general,router:general-top1,router:general-sparsemax"
+  select="base,router:general,router:general-top1,router:general-sparsemax,uniform"
   timed eval-select "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$select" \
     --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
   # The committing mode with the best selection score (mean over the two groups of the group
