@@ -283,11 +283,17 @@ fn mcqa(raw: &RawSet) -> Vec<Draft> {
             };
             let id = format!("mcqa:{}", item.id);
             // The task's own query is one phrasing; the others reorder its instruction.
-            let (question_and_options, _) =
+            let (question_and_options, instruction) =
                 item.query.rsplit_once("\n\n").unwrap_or((&item.query, ""));
+            // The correct option moves to a letter drawn uniformly per record: the sources'
+            // answers lean to A (33 % A, 19 % D), and a small model learns the lean instead of
+            // the content (a skill trained on it picked A for 90-96 % of dev questions).
+            let (question_and_options, options, gold) =
+                balance_answer_letter(question_and_options, options, *gold, &id);
             let variant = format!("variant {}", stable_hash(&id) % 3);
             let query = match stable_hash(&id) % 3 {
-                0 => item.query.clone(),
+                0 if instruction.is_empty() => question_and_options.clone(),
+                0 => format!("{question_and_options}\n\n{instruction}"),
                 1 => format!("Choose the correct answer.\n\n{question_and_options}\n\nReply with the option letter and its text."),
                 _ => format!("{question_and_options}\n\nWhich option is correct? Give its letter and text."),
             };
@@ -299,17 +305,51 @@ fn mcqa(raw: &RawSet) -> Vec<Draft> {
                 item.id.clone(),
                 String::new(),
                 query,
-                options[*gold].clone(),
+                options[gold].clone(),
             );
             d.doc_ids = item.doc_ids.clone();
             out.push(user_style(
                 d,
                 bank!(MCQA),
-                &[("question_and_options", question_and_options)],
+                &[("question_and_options", &question_and_options)],
             ));
         }
     }
     out
+}
+
+/// `question_and_options` (a question, a blank line, then one `L. text` line per option) with
+/// the correct option swapped with the one at a letter drawn from `key`, so that over many
+/// records every letter is the answer about equally often; returns the text, the relettered
+/// options and the new gold index. Unchanged when the options block is not laid out so.
+pub(crate) fn balance_answer_letter(
+    question_and_options: &str,
+    options: &[String],
+    gold: usize,
+    key: &str,
+) -> (String, Vec<String>, usize) {
+    let letter = |i: usize| char::from(b'A' + i as u8);
+    let texts: Option<Vec<&str>> = options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| o.strip_prefix(&format!("{}. ", letter(i))))
+        .collect();
+    let block = options.join("\n");
+    let (Some(mut texts), Some(question)) = (texts, question_and_options.strip_suffix(&block))
+    else {
+        return (question_and_options.to_string(), options.to_vec(), gold);
+    };
+    if options.is_empty() || options.len() > 26 || gold >= options.len() {
+        return (question_and_options.to_string(), options.to_vec(), gold);
+    }
+    let target = (stable_hash(&format!("{key}:answer letter")) % options.len() as u64) as usize;
+    texts.swap(gold, target);
+    let options: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{}. {t}", letter(i)))
+        .collect();
+    (format!("{question}{}", options.join("\n")), options, target)
 }
 
 /// Dialogue turns `(speaker, text)` of an MTS-Dialog dialogue.
@@ -1151,4 +1191,52 @@ fn er(raw: &RawSet) -> Vec<Draft> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balance_answer_letter;
+
+    fn options() -> Vec<String> {
+        ["A. Aspirin", "B. Heparin", "C. Warfarin", "D. Insulin"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn the_answer_moves_with_its_text_and_the_letters_follow() {
+        let text = "Which drug is an insulin?\n\nA. Aspirin\nB. Heparin\nC. Warfarin\nD. Insulin";
+        let (mut seen, n) = ([0usize; 4], 400);
+        for k in 0..n {
+            let (query, relettered, gold) =
+                balance_answer_letter(text, &options(), 3, &format!("mcqa:{k}"));
+            assert_eq!(
+                relettered[gold],
+                format!("{}. Insulin", char::from(b'A' + gold as u8))
+            );
+            assert!(query.starts_with("Which drug is an insulin?\n\n"));
+            assert!(query.ends_with(&relettered.join("\n")));
+            // A swap: the other texts keep their places.
+            let mut texts: Vec<&str> = relettered.iter().map(|o| &o[3..]).collect();
+            texts.sort();
+            assert_eq!(texts, ["Aspirin", "Heparin", "Insulin", "Warfarin"]);
+            if gold != 3 {
+                assert_eq!(
+                    relettered[3],
+                    format!("D. {}", ["Aspirin", "Heparin", "Warfarin"][gold])
+                );
+            }
+            seen[gold] += 1;
+        }
+        // Each letter is the answer for 100 ± 30 of 400 records.
+        assert!(seen.iter().all(|&c| (70..=130).contains(&c)), "{seen:?}");
+    }
+
+    #[test]
+    fn an_options_block_laid_out_otherwise_is_left_alone() {
+        let text = "Question?\n\nA) Aspirin\nB) Heparin";
+        let options = vec!["A) Aspirin".to_string(), "B) Heparin".to_string()];
+        let (query, same, gold) = balance_answer_letter(text, &options, 1, "k");
+        assert_eq!((query.as_str(), same, gold), (text, options, 1));
+    }
 }
