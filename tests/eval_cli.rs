@@ -139,6 +139,28 @@ fn content_free_calibration_subtracts_one_prior_per_option() {
             assert!((a - b).abs() < 1e-3, "{prior:?}");
         }
     }
+    // A generation task has no options to calibrate: its run is recorded as uncalibrated (and
+    // so reused under either setting).
+    let (ok, stdout, err) = skillpack(&[
+        &"eval",
+        &"--task",
+        &"meqsum",
+        &"--no-skills",
+        &"--limit",
+        &"1",
+        &"--threads",
+        &"2",
+        &"--raw",
+        &raw,
+        &"--calibration",
+        &"content-free",
+        &"--out",
+        &tmp.path().join("generation"),
+        &"--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["summaries"][0]["calibration"], "none");
 }
 
 #[test]

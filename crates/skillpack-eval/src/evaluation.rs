@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use skillpack_data::tasks::{self, PromptVariant, Split, TaskItem, TASKS};
+use skillpack_data::tasks::{self, PromptVariant, Split, Target, TaskItem, TASKS};
 use skillpack_llama::{Backend, Context, ContextParams, Model, ModelParams};
 use skillpack_pack::Pack;
 use skillpack_run::{parse_skill_weights, Mode, SkillEngine};
@@ -341,6 +341,23 @@ pub fn run_evaluation(
                 continue;
             }
             let (items, split) = load_items(options, task)?;
+            // Calibration changes option scores only: generated answers are the same under
+            // either setting, and are recorded (and reused) as uncalibrated.
+            let scores_options = items.iter().any(|item| {
+                matches!(
+                    item.target,
+                    Target::Choice { .. } | Target::MultiLabel { .. }
+                )
+            });
+            let task_options = EvalOptions {
+                calibration: if scores_options {
+                    options.calibration
+                } else {
+                    Calibration::None
+                },
+                ..options.clone()
+            };
+            let options = &task_options;
             let dir = options.out.join(&config.label);
             let summary_path = dir.join(format!("{task}.summary.json"));
             let predictions_path = dir.join(format!("{task}.predictions.jsonl"));
