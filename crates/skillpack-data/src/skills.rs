@@ -339,7 +339,7 @@ pub(crate) fn balance_answer_letter(
     else {
         return (question_and_options.to_string(), options.to_vec(), gold);
     };
-    if options.is_empty() || options.len() > 26 || gold >= options.len() {
+    if options.len() > 26 || gold >= options.len() {
         return (question_and_options.to_string(), options.to_vec(), gold);
     }
     let target = (stable_hash(&format!("{key}:answer letter")) % options.len() as u64) as usize;

@@ -756,8 +756,7 @@ impl Checkpoint {
 
     fn append(&mut self, prediction: &Prediction) -> Result<()> {
         use std::io::Write;
-        let mut line = to_json(prediction, false)?;
-        line.push(b'\n');
+        let line = predictions_jsonl(std::slice::from_ref(prediction))?;
         self.file.write_all(&line).map_err(|e| EvalError::Output {
             path: self.path.display().to_string(),
             message: e.to_string(),
