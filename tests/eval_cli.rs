@@ -161,6 +161,48 @@ fn content_free_calibration_subtracts_one_prior_per_option() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["summaries"][0]["calibration"], "none");
+    // Calibration chosen per task: PubMedQA outside --calibrate-tasks is scored plainly, with
+    // the same scores as the uncalibrated run; a task name that does not exist is refused.
+    let only = |tasks: &str, out: &str| {
+        skillpack(&[
+            &"eval",
+            &"--task",
+            &"pubmedqa",
+            &"--no-skills",
+            &"--limit",
+            &"1",
+            &"--threads",
+            &"2",
+            &"--raw",
+            &raw,
+            &"--calibration",
+            &"content-free",
+            &"--calibrate-tasks",
+            &tasks,
+            &"--out",
+            &tmp.path().join(out),
+            &"--json",
+        ])
+    };
+    let (ok, stdout, err) = only("healthver,hoc", "per-task");
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["summaries"][0]["calibration"], "none");
+    let line = std::fs::read_to_string(tmp.path().join("per-task/base/pubmedqa.predictions.jsonl"))
+        .unwrap();
+    let p: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    let scores: Vec<f64> = p["option_scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    for (a, b) in scores.iter().zip(&plain[0]) {
+        assert!((a - b).abs() < 1e-6, "{scores:?} vs {:?}", plain[0]);
+    }
+    let (ok, _, err) = only("pubmedqa,healthvr", "unknown");
+    assert!(!ok);
+    assert!(err.contains("healthvr"), "{err}");
 }
 
 #[test]

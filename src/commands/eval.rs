@@ -71,6 +71,10 @@ pub struct Args {
     /// log-likelihood after a content-free prompt, for base and packs alike).
     #[arg(long, default_value = "none")]
     pub calibration: Calibration,
+    /// Only these tasks (comma-separated) get --calibration; the others are scored
+    /// uncalibrated. Default: every task that scores options.
+    #[arg(long, value_delimiter = ',', value_name = "TASKS")]
+    pub calibrate_tasks: Vec<String>,
     /// Prompt wording: standard (laid out like the skills' records) or user (one message in
     /// words no skill template uses, the request before the text).
     #[arg(long, default_value = "standard")]
@@ -98,6 +102,7 @@ impl Args {
             resume: self.resume,
             reuse_from: self.reuse.clone(),
             calibration: self.calibration,
+            calibrated_tasks: self.calibrate_tasks.clone(),
             prompt_variant: self.prompt_variant,
             mode: self.model.mode,
             threads: self.model.threads,

@@ -54,6 +54,10 @@ pub struct EvalOptions {
     pub reuse_from: Vec<PathBuf>,
     /// How options are scored.
     pub calibration: Calibration,
+    /// The tasks `calibration` applies to (empty: every task that scores options); the others
+    /// are scored uncalibrated. Chosen per task on dev items, where calibration removes a
+    /// collapse onto one label.
+    pub calibrated_tasks: Vec<String>,
     /// How prompts are worded.
     pub prompt_variant: PromptVariant,
     /// How weighted skills are applied.
@@ -91,6 +95,7 @@ impl EvalOptions {
             resume: false,
             reuse_from: Vec::new(),
             calibration: Calibration::None,
+            calibrated_tasks: Vec::new(),
             prompt_variant: PromptVariant::Standard,
             mode: Mode::Auto,
             threads: None,
@@ -99,10 +104,18 @@ impl EvalOptions {
         }
     }
 
+    /// Whether `calibration` applies to `task`.
+    pub fn calibrates(&self, task: &str) -> bool {
+        self.calibrated_tasks.is_empty() || self.calibrated_tasks.iter().any(|t| t == task)
+    }
+
     /// The tasks to run, after refusing combinations that cannot work.
     fn tasks_to_run(&self) -> Result<Vec<&'static str>> {
         if self.prompt_variant != PromptVariant::Standard && self.calibration != Calibration::None {
             return Err(EvalError::Invalid("--calibration content-free is defined for the standard prompts only (drop --prompt-variant or --calibration)".into()));
+        }
+        for task in &self.calibrated_tasks {
+            tasks::task_info(task)?;
         }
         if self.all {
             return Ok(TASKS.to_vec());
@@ -350,7 +363,7 @@ pub fn run_evaluation(
                 )
             });
             let task_options = EvalOptions {
-                calibration: if scores_options {
+                calibration: if scores_options && options.calibrates(task) {
                     options.calibration
                 } else {
                     Calibration::None
@@ -792,13 +805,26 @@ fn reusable_summary(
     .then_some(summary)
 }
 
+/// How options were scored, e.g. `content-free (pubmedqa, healthver; none on the others)`.
+fn scoring_note(options: &EvalOptions) -> String {
+    let scoring = options.calibration.as_str();
+    if options.calibration == Calibration::None || options.calibrated_tasks.is_empty() {
+        scoring.to_string()
+    } else {
+        format!(
+            "{scoring} ({}; none on the others)",
+            options.calibrated_tasks.join(", ")
+        )
+    }
+}
+
 /// The markdown table of `summaries` with how it was scored and its side tables.
 fn table_with_notes(summaries: &[TaskSummary], options: &EvalOptions) -> String {
     let mut table = report::markdown_table(summaries);
     table.push_str(&format!(
         "\nScores in percent with a 95 % bootstrap interval over the items; prompts: {}; option scoring: {}; ⚠ marks predictions collapsed onto one label.\n",
         options.prompt_variant.as_str(),
-        options.calibration.as_str()
+        scoring_note(options)
     ));
     let balance = report::balance_table(summaries);
     if !balance.is_empty() {
