@@ -51,6 +51,11 @@ CANDIDATE_ROUTERS=${CANDIDATE_ROUTERS:-"general-embedding prototype general-hidd
 # Items per task of the final table: 0 = whole dev splits; `select` = the selection's first
 # 100-200 items (then the final table costs only the configurations the selection did not run).
 EVAL_LIMIT=${EVAL_LIMIT:-0}
+# Option scoring per task, for base and packs alike: MedQA/MedMCQA average each option text
+# over its rotations among the letters (plain log-likelihood picked A for 95 % of MedMCQA items
+# under `general`); content-free calibration was tried on PubMedQA/HealthVer and left out (it
+# helped the base model, not the pack: runs/medical/eval-calibration).
+SCORING=${SCORING:-medqa=permutation,medmcqa=permutation}
 
 # Every command takes its model from SKILLPACK_MODEL when none is given.
 if [[ -n "${MODEL:-}" ]]; then
@@ -161,7 +166,7 @@ if stage eval; then
   # first `default_limit` dev items (100-200; every configuration on the same items).
   select="base,router:general,router:general-top1,router:general-sparsemax,uniform"
   timed eval-select "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$select" \
-    --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
+    --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
   # The committing mode with the best selection score (mean over the two groups of the group
   # mean ÷ base's) becomes the pack's default router.
   read -r best mode < <(python3 scripts/medical-report.py choose-default "$WORK")
@@ -180,7 +185,7 @@ if stage eval; then
   limit=(--limit "$EVAL_LIMIT")
   [[ $EVAL_LIMIT == select ]] && limit=()
   timed eval "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$configs" \
-    "${limit[@]}" --threads "$THREADS" --out "$WORK/eval" --resume \
+    "${limit[@]}" --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval" --resume \
     --reuse "$WORK/eval-select" >&2
   # The same items worded as a user would type them (no skill template uses these words).
   timed eval-user "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --prompt-variant user \
@@ -217,7 +222,7 @@ PY
   others=$select
   for r in $CANDIDATE_ROUTERS; do others="$others,router:$r"; done
   timed eval-select-others "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$others" \
-    --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
+    --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
 fi
 
 if stage bench; then

@@ -161,8 +161,9 @@ fn content_free_calibration_subtracts_one_prior_per_option() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["summaries"][0]["calibration"], "none");
-    // Calibration chosen per task: PubMedQA outside --calibrate-tasks is scored plainly, with
-    // the same scores as the uncalibrated run; a task name that does not exist is refused.
+    // Calibration chosen per task: PubMedQA overridden to none is scored plainly, with the
+    // same scores as the uncalibrated run; a task name that does not exist, or a scoring that
+    // does not apply to its task, is refused.
     let only = |tasks: &str, out: &str| {
         skillpack(&[
             &"eval",
@@ -177,14 +178,14 @@ fn content_free_calibration_subtracts_one_prior_per_option() {
             &raw,
             &"--calibration",
             &"content-free",
-            &"--calibrate-tasks",
+            &"--task-calibration",
             &tasks,
             &"--out",
             &tmp.path().join(out),
             &"--json",
         ])
     };
-    let (ok, stdout, err) = only("healthver,hoc", "per-task");
+    let (ok, stdout, err) = only("pubmedqa=none,healthver=content-free", "per-task");
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["summaries"][0]["calibration"], "none");
@@ -200,9 +201,12 @@ fn content_free_calibration_subtracts_one_prior_per_option() {
     for (a, b) in scores.iter().zip(&plain[0]) {
         assert!((a - b).abs() < 1e-6, "{scores:?} vs {:?}", plain[0]);
     }
-    let (ok, _, err) = only("pubmedqa,healthvr", "unknown");
+    let (ok, _, err) = only("healthvr=content-free", "unknown");
     assert!(!ok);
     assert!(err.contains("healthvr"), "{err}");
+    let (ok, _, err) = only("pubmedqa=permutation", "inapplicable");
+    assert!(!ok);
+    assert!(err.contains("does not apply to pubmedqa"), "{err}");
 }
 
 #[test]
@@ -501,4 +505,93 @@ fn reuse_resume_and_same_weight_configurations() {
     );
     assert!(ok, "{err}");
     assert!(!err.contains("from earlier predictions"), "{err}");
+}
+
+/// Permutation scoring of a lettered question equals, per option text, the mean of the plain
+/// scores of the same question written out by hand with the texts rotated among the letters
+/// (each rotation a question of its own in a MedQA file), and its prediction follows the text.
+#[test]
+fn permutation_scoring_averages_the_rotations_written_out_by_hand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = ["Warfarin", "Heparin", "Aspirin", "Clopidogrel"];
+    let question = "A patient with a deep vein thrombosis needs an anticoagulant given by injection. Which drug fits?";
+    let line = |shift: usize| {
+        let options: serde_json::Map<String, serde_json::Value> = (0..4)
+            .map(|i| {
+                (
+                    char::from(b'A' + i as u8).to_string(),
+                    texts[(i + shift) % 4].into(),
+                )
+            })
+            .collect();
+        // Heparin (index 1) sits at letter (1 - shift) mod 4.
+        let gold = char::from(b'A' + ((5 - shift) % 4) as u8).to_string();
+        serde_json::json!({"realidx": format!("q{shift}"), "question": question,
+            "options": options, "answer_idx": gold})
+        .to_string()
+    };
+    let rotations = tmp.path().join("rotations.jsonl");
+    std::fs::write(&rotations, (0..4).map(line).collect::<Vec<_>>().join("\n")).unwrap();
+    let single = tmp.path().join("single.jsonl");
+    std::fs::write(&single, line(0)).unwrap();
+    let run = |file: &std::path::Path, calibration: &str, out: &str| -> Vec<serde_json::Value> {
+        let out = tmp.path().join(out);
+        let (ok, _, err) = skillpack(&[
+            &"eval",
+            &"--task",
+            &"medqa",
+            &"--file",
+            &file,
+            &"--no-skills",
+            &"--threads",
+            &"2",
+            &"--calibration",
+            &calibration,
+            &"--out",
+            &out,
+            &"--json",
+        ]);
+        assert!(ok, "{err}");
+        std::fs::read_to_string(out.join("base/medqa.predictions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let scores = |p: &serde_json::Value| -> Vec<f64> {
+        p["option_scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let plain = run(&rotations, "none", "plain");
+    assert_eq!(plain.len(), 4);
+    let permuted = run(&single, "permutation", "permuted");
+    assert_eq!(permuted[0]["calibrated"], true);
+    let averaged = scores(&permuted[0]);
+    for (text, score) in averaged.iter().enumerate() {
+        // In rotation `shift` the text sits at letter (text - shift) mod 4.
+        let by_hand: f64 = (0..4)
+            .map(|shift| scores(&plain[shift])[(text + 4 - shift) % 4])
+            .sum::<f64>()
+            / 4.0;
+        assert!(
+            (score - by_hand).abs() < 2e-3,
+            "{}: {score} vs {by_hand}",
+            texts[text]
+        );
+    }
+    let best = (0..4)
+        .max_by(|&a, &b| averaged[a].total_cmp(&averaged[b]))
+        .unwrap();
+    assert!(
+        permuted[0]["prediction"]
+            .as_str()
+            .unwrap()
+            .ends_with(texts[best]),
+        "{}",
+        permuted[0]["prediction"]
+    );
 }

@@ -67,20 +67,31 @@ pub struct Args {
     /// those items again (e.g. a run on the first 200 items before one on the whole split).
     #[arg(long, value_name = "DIR")]
     pub reuse: Vec<PathBuf>,
-    /// Option scoring: none (log-likelihood) or content-free (minus each option's
-    /// log-likelihood after a content-free prompt, for base and packs alike).
+    /// Option scoring on every task it applies to, for base and packs alike: none
+    /// (log-likelihood), content-free (minus each option's log-likelihood after a content-free
+    /// prompt) or permutation (MedQA/MedMCQA: averaged over the options' rotations).
     #[arg(long, default_value = "none")]
     pub calibration: Calibration,
-    /// Only these tasks (comma-separated) get --calibration; the others are scored
-    /// uncalibrated. Default: every task that scores options.
-    #[arg(long, value_delimiter = ',', value_name = "TASKS")]
-    pub calibrate_tasks: Vec<String>,
+    /// Per-task option scoring overriding --calibration, comma-separated: e.g.
+    /// `medqa=permutation,medmcqa=permutation,healthver=content-free`. permutation (lettered
+    /// options only: each text's log-likelihood averaged over the rotations of the texts among
+    /// the letters) applies to medqa and medmcqa.
+    #[arg(long, value_delimiter = ',', value_name = "TASK=SCORING", value_parser = parse_task_calibration)]
+    pub task_calibration: Vec<(String, Calibration)>,
     /// Prompt wording: standard (laid out like the skills' records) or user (one message in
     /// words no skill template uses, the request before the text).
     #[arg(long, default_value = "standard")]
     pub prompt_variant: PromptVariant,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `TASK=SCORING` of --task-calibration.
+fn parse_task_calibration(value: &str) -> Result<(String, Calibration), String> {
+    let (task, scoring) = value
+        .split_once('=')
+        .ok_or_else(|| format!("`{value}`: expected TASK=SCORING, e.g. medqa=permutation"))?;
+    Ok((task.to_string(), scoring.parse()?))
 }
 
 impl Args {
@@ -102,7 +113,7 @@ impl Args {
             resume: self.resume,
             reuse_from: self.reuse.clone(),
             calibration: self.calibration,
-            calibrated_tasks: self.calibrate_tasks.clone(),
+            task_calibration: self.task_calibration.clone(),
             prompt_variant: self.prompt_variant,
             mode: self.model.mode,
             threads: self.model.threads,

@@ -246,6 +246,47 @@ pub fn mcq_query(question: &str, options: &[(String, String)]) -> String {
     format!("{question}\n\n{}\n\n{MCQ_INSTRUCTION}", lines.join("\n"))
 }
 
+/// `item`, a lettered multiple-choice item laid out by [`mcq_query`], with its options' texts
+/// moved up `shift` letters: the option at letter i gets the text of option (i + shift) mod n.
+/// Returns the reworded item (query and options relettered, gold following its text) and, per
+/// new letter, the index of the original option it holds. None for an item not laid out so.
+/// Scoring every rotation and averaging each text's scores cancels a preference for a letter
+/// (cyclic permutation debiasing).
+pub fn rotate_options(item: &TaskItem, shift: usize) -> Option<(TaskItem, Vec<usize>)> {
+    let Target::Choice { options, gold } = &item.target else {
+        return None;
+    };
+    let n = options.len();
+    if n == 0 || n > 26 || *gold >= n {
+        return None;
+    }
+    let letter = |i: usize| char::from(b'A' + i as u8).to_string();
+    let texts: Vec<&str> = options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| o.strip_prefix(&format!("{}. ", letter(i))))
+        .collect::<Option<_>>()?;
+    let lettered = |order: &[usize]| -> Vec<(String, String)> {
+        order
+            .iter()
+            .enumerate()
+            .map(|(i, &j)| (letter(i), texts[j].to_string()))
+            .collect()
+    };
+    let identity: Vec<usize> = (0..n).collect();
+    let suffix = mcq_query("", &lettered(&identity));
+    let question = item.query.strip_suffix(&suffix)?;
+    let order: Vec<usize> = (0..n).map(|i| (i + shift) % n).collect();
+    let rotated = lettered(&order);
+    let mut out = item.clone();
+    out.query = mcq_query(question, &rotated);
+    out.target = Target::Choice {
+        options: rotated.iter().map(|(l, t)| format!("{l}. {t}")).collect(),
+        gold: order.iter().position(|&j| j == *gold)?,
+    };
+    Some((out, order))
+}
+
 /// The ChemProt query.
 pub fn chemprot_query() -> String {
     format!(
@@ -811,6 +852,58 @@ mod tests {
             (130..270).contains(&counts[Split::Train as usize]),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn rotated_options_put_every_text_at_every_letter() {
+        let texts = ["Aspirin", "Heparin", "Warfarin", "Insulin"];
+        let lettered: Vec<(String, String)> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (char::from(b'A' + i as u8).to_string(), t.to_string()))
+            .collect();
+        let item = TaskItem {
+            id: "medqa:1".into(),
+            task: "medqa",
+            split: Split::Dev,
+            context: String::new(),
+            query: mcq_query(
+                "Which one is an anticoagulant given by injection?",
+                &lettered,
+            ),
+            target: Target::Choice {
+                options: lettered.iter().map(|(l, t)| format!("{l}. {t}")).collect(),
+                gold: 1,
+            },
+            doc_ids: Vec::new(),
+            texts: Vec::new(),
+        };
+        let (same, order) = rotate_options(&item, 0).unwrap();
+        assert_eq!(same.query, item.query);
+        assert_eq!(order, [0, 1, 2, 3]);
+        let (rotated, order) = rotate_options(&item, 1).unwrap();
+        assert_eq!(order, [1, 2, 3, 0]);
+        assert_eq!(
+            rotated.query,
+            "Which one is an anticoagulant given by injection?\n\nA. Heparin\nB. Warfarin\nC. Insulin\nD. Aspirin\n\nAnswer with the letter of the correct option, then its text."
+        );
+        let Target::Choice { options, gold } = &rotated.target else {
+            unreachable!()
+        };
+        assert_eq!((options[0].as_str(), *gold), ("A. Heparin", 0));
+        // Over the four rotations each text sits at each letter once.
+        let mut seen = [[false; 4]; 4];
+        for shift in 0..4 {
+            let (_, order) = rotate_options(&item, shift).unwrap();
+            for (letter, text) in order.into_iter().enumerate() {
+                seen[text][letter] = true;
+            }
+        }
+        assert!(seen.iter().flatten().all(|&x| x));
+        // A query not laid out by mcq_query is left alone.
+        let mut other = item.clone();
+        other.query = "Free text".into();
+        assert!(rotate_options(&other, 1).is_none());
     }
 
     #[test]

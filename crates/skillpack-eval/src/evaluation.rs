@@ -52,12 +52,12 @@ pub struct EvalOptions {
     /// of a task (the same split, scoring and wording) are taken instead of evaluating those
     /// items again (e.g. a run on the first 200 items before one on the whole split).
     pub reuse_from: Vec<PathBuf>,
-    /// How options are scored.
+    /// How options are scored, on every task where it applies (see
+    /// [`Calibration::applies_to`]) and `task_calibration` says nothing.
     pub calibration: Calibration,
-    /// The tasks `calibration` applies to (empty: every task that scores options); the others
-    /// are scored uncalibrated. Chosen per task on dev items, where calibration removes a
-    /// collapse onto one label.
-    pub calibrated_tasks: Vec<String>,
+    /// Per-task scoring that overrides `calibration` (chosen per task on dev items, e.g. where
+    /// it removes a collapse onto one label).
+    pub task_calibration: Vec<(String, Calibration)>,
     /// How prompts are worded.
     pub prompt_variant: PromptVariant,
     /// How weighted skills are applied.
@@ -95,7 +95,7 @@ impl EvalOptions {
             resume: false,
             reuse_from: Vec::new(),
             calibration: Calibration::None,
-            calibrated_tasks: Vec::new(),
+            task_calibration: Vec::new(),
             prompt_variant: PromptVariant::Standard,
             mode: Mode::Auto,
             threads: None,
@@ -104,18 +104,39 @@ impl EvalOptions {
         }
     }
 
-    /// Whether `calibration` applies to `task`.
-    pub fn calibrates(&self, task: &str) -> bool {
-        self.calibrated_tasks.is_empty() || self.calibrated_tasks.iter().any(|t| t == task)
+    /// How `task`'s options are scored: its override, else `calibration` where that applies,
+    /// else plainly.
+    pub fn calibration_for(&self, task: &str) -> Calibration {
+        let chosen = self
+            .task_calibration
+            .iter()
+            .find(|(t, _)| t == task)
+            .map_or(self.calibration, |(_, c)| *c);
+        if chosen.applies_to(task) {
+            chosen
+        } else {
+            Calibration::None
+        }
     }
 
     /// The tasks to run, after refusing combinations that cannot work.
     fn tasks_to_run(&self) -> Result<Vec<&'static str>> {
-        if self.prompt_variant != PromptVariant::Standard && self.calibration != Calibration::None {
-            return Err(EvalError::Invalid("--calibration content-free is defined for the standard prompts only (drop --prompt-variant or --calibration)".into()));
+        let calibrated = self.calibration != Calibration::None
+            || self
+                .task_calibration
+                .iter()
+                .any(|(_, c)| *c != Calibration::None);
+        if self.prompt_variant != PromptVariant::Standard && calibrated {
+            return Err(EvalError::Invalid("calibrated scoring is defined for the standard prompts only (drop --prompt-variant or the calibration)".into()));
         }
-        for task in &self.calibrated_tasks {
-            tasks::task_info(task)?;
+        for (task, calibration) in &self.task_calibration {
+            let task = tasks::task_info(task)?.name;
+            if !calibration.applies_to(task) {
+                return Err(EvalError::Invalid(format!(
+                    "--task-calibration {task}={}: that scoring does not apply to {task}",
+                    calibration.as_str()
+                )));
+            }
         }
         if self.all {
             return Ok(TASKS.to_vec());
@@ -363,8 +384,8 @@ pub fn run_evaluation(
                 )
             });
             let task_options = EvalOptions {
-                calibration: if scores_options && options.calibrates(task) {
-                    options.calibration
+                calibration: if scores_options {
+                    options.calibration_for(task)
                 } else {
                     Calibration::None
                 },
@@ -805,17 +826,13 @@ fn reusable_summary(
     .then_some(summary)
 }
 
-/// How options were scored, e.g. `content-free (pubmedqa, healthver; none on the others)`.
+/// How options were scored, e.g. `none; medqa: permutation; medmcqa: permutation`.
 fn scoring_note(options: &EvalOptions) -> String {
-    let scoring = options.calibration.as_str();
-    if options.calibration == Calibration::None || options.calibrated_tasks.is_empty() {
-        scoring.to_string()
-    } else {
-        format!(
-            "{scoring} ({}; none on the others)",
-            options.calibrated_tasks.join(", ")
-        )
+    let mut note = options.calibration.as_str().to_string();
+    for (task, calibration) in &options.task_calibration {
+        note.push_str(&format!("; {task}: {}", calibration.as_str()));
     }
+    note
 }
 
 /// The markdown table of `summaries` with how it was scored and its side tables.

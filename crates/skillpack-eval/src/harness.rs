@@ -259,14 +259,34 @@ pub enum Calibration {
     /// and options with the input replaced by "N/A", under the same skills): what the model
     /// favours whatever the input is taken out (Zhao et al., 2021).
     ContentFree,
+    /// Lettered multiple-choice questions only: each option text's log-likelihood averaged
+    /// over the n cyclic rotations of the texts among the letters (the skills routed once, on
+    /// the item as given), which cancels a preference for a letter (Zheng et al., 2024).
+    Permutation,
 }
 
 impl Calibration {
-    /// `none` or `content-free`.
+    /// `none`, `content-free` or `permutation`.
     pub fn as_str(self) -> &'static str {
         match self {
             Calibration::None => "none",
             Calibration::ContentFree => "content-free",
+            Calibration::Permutation => "permutation",
+        }
+    }
+
+    /// Whether this scoring means anything for `task`: content-free for the tasks that score
+    /// options, permutation for the lettered multiple-choice ones (MedQA, MedMCQA).
+    pub fn applies_to(self, task: &str) -> bool {
+        match self {
+            Calibration::None => true,
+            Calibration::ContentFree => {
+                matches!(
+                    task,
+                    "pubmedqa" | "medqa" | "medmcqa" | "chemprot" | "hoc" | "healthver"
+                )
+            }
+            Calibration::Permutation => matches!(task, "medqa" | "medmcqa"),
         }
     }
 }
@@ -277,8 +297,9 @@ impl std::str::FromStr for Calibration {
         match s {
             "none" => Ok(Calibration::None),
             "content-free" => Ok(Calibration::ContentFree),
+            "permutation" => Ok(Calibration::Permutation),
             other => Err(format!(
-                "unknown calibration `{other}` (none, content-free)"
+                "unknown calibration `{other}` (none, content-free, permutation)"
             )),
         }
     }
@@ -301,6 +322,59 @@ fn calibrate(
     Ok(())
 }
 
+/// The tokens of `item`'s prompt, fitted to the context: an over-long prompt loses the middle
+/// of its context, keeping the template's head (the first 8 tokens) and the end with the
+/// question.
+fn item_prompt(scorer: &Scorer<'_, '_>, item: &TaskItem) -> Result<Vec<Token>> {
+    let mut prompt = prompt_tokens(scorer.ctx.model(), &item.context, &item.query)?;
+    let budget = scorer.ctx.n_ctx().saturating_sub(200);
+    if prompt.len() > budget {
+        let keep_tail = budget - 8;
+        let tail = prompt.split_off(prompt.len() - keep_tail);
+        prompt.truncate(8);
+        prompt.extend(tail);
+    }
+    Ok(prompt)
+}
+
+/// `scores` (of `item`'s options as given) replaced by each option text's mean score over the
+/// cyclic rotations of the texts among the letters, under the skills already applied. The
+/// rotations share the prompt up to the options block, so the KV cache keeps that part.
+fn average_over_rotations(
+    scorer: &mut Scorer<'_, '_>,
+    item: &TaskItem,
+    scores: &mut [f64],
+) -> Result<()> {
+    let model = scorer.ctx.model();
+    let n = scores.len();
+    let mut total = scores.to_vec();
+    for shift in 1..n {
+        let (rotated, order) =
+            skillpack_data::tasks::rotate_options(item, shift).ok_or_else(|| {
+                EvalError::Invalid(format!(
+                "--calibration permutation needs lettered options laid out as the {} prompts are",
+                item.task
+            ))
+            })?;
+        let Target::Choice { options, .. } = &rotated.target else {
+            unreachable!("a rotated choice item stays a choice item")
+        };
+        let prompt = item_prompt(scorer, &rotated)?;
+        let conts = options
+            .iter()
+            .map(|o| answer_tokens(model, o))
+            .collect::<Result<Vec<_>>>()?;
+        let rotated_scores = scorer.score(&prompt, &conts)?;
+        for (letter, &text) in order.iter().enumerate() {
+            total[text] += rotated_scores[letter];
+        }
+    }
+    for (s, t) in scores.iter_mut().zip(total) {
+        *s = t / n as f64;
+    }
+    Ok(())
+}
+
 /// Evaluates one item.
 pub fn evaluate_item<'m>(
     scorer: &mut Scorer<'_, 'm>,
@@ -309,16 +383,7 @@ pub fn evaluate_item<'m>(
     calibration: Calibration,
 ) -> Result<Prediction> {
     let model = scorer.ctx.model();
-    let mut prompt = prompt_tokens(model, &item.context, &item.query)?;
-    let budget = scorer.ctx.n_ctx().saturating_sub(200);
-    if prompt.len() > budget {
-        // Over-long prompts lose the middle of their context, keeping the template's head
-        // (the first 8 tokens) and the end with the question.
-        let keep_tail = budget - 8;
-        let tail = prompt.split_off(prompt.len() - keep_tail);
-        prompt.truncate(8);
-        prompt.extend(tail);
-    }
+    let prompt = item_prompt(scorer, item)?;
     let blank = |prediction: String, gold: String, score: f64| Prediction {
         id: item.id.clone(),
         prediction,
@@ -342,9 +407,13 @@ pub fn evaluate_item<'m>(
                 .map(|o| answer_tokens(model, o))
                 .collect::<Result<Vec<_>>>()?;
             let mut scores = scorer.score(&prompt, &conts)?;
-            if calibration == Calibration::ContentFree {
-                let query = skillpack_data::tasks::content_free_query(item);
-                calibrate(scorer, &query, &conts, &mut scores)?;
+            match calibration {
+                Calibration::None => {}
+                Calibration::ContentFree => {
+                    let query = skillpack_data::tasks::content_free_query(item);
+                    calibrate(scorer, &query, &conts, &mut scores)?;
+                }
+                Calibration::Permutation => average_over_rotations(scorer, item, &mut scores)?,
             }
             let best = argmax(&scores);
             let mut p = blank(
@@ -356,7 +425,7 @@ pub fn evaluate_item<'m>(
             p.weights = weights;
             p.predicted_index = Some(best);
             p.gold_index = Some(*gold);
-            p.calibrated = calibration == Calibration::ContentFree;
+            p.calibrated = calibration != Calibration::None;
             Ok(p)
         }
         Target::MultiLabel {
