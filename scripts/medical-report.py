@@ -39,6 +39,70 @@ def mean(vals):
     return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
 
 
+def read_predictions(path):
+    """The predictions of a finished or checkpointed run (a checkpoint's header line skipped)."""
+    for candidate in (path, path.replace(".predictions.jsonl", ".predictions.partial.jsonl")):
+        if os.path.exists(candidate):
+            rows = [json.loads(line) for line in open(candidate) if line.strip()]
+            return [r for r in rows if "id" in r]
+    return None
+
+
+def choice_figures(rows, limit):
+    """Macro-F1 over the gold labels, accuracy and the most frequent predicted option's share
+    (percent) of a choice task's first `limit` predictions; None when fewer were made."""
+    if not rows:
+        return None
+    rows = rows[:limit]
+    gold = [r["gold_index"] for r in rows]
+    pred = [r["predicted_index"] for r in rows]
+    f1 = []
+    for label in sorted(set(gold)):
+        tp = sum(p == label and g == label for p, g in zip(pred, gold))
+        wrong = sum((p == label) != (g == label) for p, g in zip(pred, gold))
+        f1.append(0.0 if tp == 0 else 2 * tp / (2 * tp + wrong))
+    top = max(pred.count(p) for p in set(pred))
+    return (100 * sum(f1) / len(f1), 100 * sum(p == g for p, g in zip(pred, gold)) / len(rows),
+            100 * top / len(rows))
+
+
+def scoring_section(work):
+    """How options are scored: plain log-likelihood against content-free calibration (PubMedQA,
+    HealthVer) and against permutation averaging (MedQA, MedMCQA), base and `general` on the
+    same first dev items (WORK/eval-calibration holds the runs the pipeline no longer makes)."""
+    root = os.path.join(work, "eval-calibration")
+    if not os.path.isdir(root):
+        return []
+    md = ["## Option scoring", "",
+          "Choice tasks score each option by its log-likelihood after the prompt. Two corrections were tried on",
+          "each task's first dev items, for base and `general` alike; cells are macro-F1 / accuracy / the most",
+          "frequent predicted option's share (⚠ above 80 %):", "",
+          "| task | items | configuration | plain | corrected | correction |", "|---|---|---|---|---|---|"]
+    trials = [("pubmedqa", 100, "content-free", "eval-calibration/content-free"),
+              ("healthver", 100, "content-free", "eval-calibration/content-free"),
+              ("medqa", 200, "permutation", "eval-select"),
+              ("medmcqa", 200, "permutation", "eval-select")]
+    for task, limit, correction, corrected_dir in trials:
+        for config in ("base", "router:general"):
+            plain_dir = "eval-select" if correction == "content-free" else "eval-calibration/plain"
+            cells = []
+            for d, calibrated in ((plain_dir, False), (corrected_dir, True)):
+                rows = read_predictions(os.path.join(work, d, config, f"{task}.predictions.jsonl"))
+                rows = [r for r in rows or [] if bool(r.get("calibrated")) == calibrated]
+                f = choice_figures(rows, limit)
+                cell = "–" if f is None else f"{f[0]:.1f} / {f[1]:.1f} / {f[2]:.0f} %" + (" ⚠" if f[2] > 80 else "")
+                cells.append(cell + (f" ({len(rows)} items)" if 0 < len(rows) < limit else ""))
+            md.append(f"| {TITLES[task]} | {limit} | {config.removeprefix('router:')} | {cells[0]} | {cells[1]} | {correction} |")
+    md += ["",
+           "Content-free calibration (each option's log-likelihood after the same prompt with the input replaced by",
+           "N/A, subtracted) moved the base model off its single label but not the pack, so it is not used.",
+           "Permutation scoring (each option text's log-likelihood averaged over the four rotations of the texts among",
+           "the letters A–D, the skills routed once on the question as given) removes the letter preference the",
+           "pack's `mcqa` skill brings; MedQA and MedMCQA are scored so in every table of this report except the",
+           "user-worded one (calibration is defined for the standard prompts).", ""]
+    return md
+
+
 COMMITTING_MODES = {"general": "softmax", "general-top1": "top1:0.5", "general-sparsemax": "sparsemax"}
 
 
@@ -176,6 +240,8 @@ def main():
                 cells.append("–" if v is None else f"{100 * v:.1f}" + ("" if r is None or c == "base" else f" ({r:.2f} ×)"))
             md.append(f"| **mean of {label}** | | " + " | ".join(cells) + " |")
         md.append("")
+
+    md += scoring_section(a.work)
 
     md.append("## Targets")
     md.append("")
