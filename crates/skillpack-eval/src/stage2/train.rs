@@ -675,7 +675,13 @@ pub fn score_candidates(
             task,
             config: label,
             split: "train-validation",
-            calibration: crate::harness::Calibration::None,
+            // Lettered options are scored over their rotations, as the pack's evaluation
+            // scores them: plain scoring could select a router for a letter preference.
+            calibration: if crate::harness::Calibration::Permutation.applies_to(task) {
+                crate::harness::Calibration::Permutation
+            } else {
+                crate::harness::Calibration::None
+            },
             prompt_variant: tasks::PromptVariant::Standard,
         };
         let (_, summary) =
