@@ -49,7 +49,9 @@ PROMPT_REPEATS=${PROMPT_REPEATS:-5}
 # record, the costliest). A longer build (a bigger model) may keep fewer.
 CANDIDATE_ROUTERS=${CANDIDATE_ROUTERS:-"general-embedding prototype general-hidden"}
 # Items per task of the final table: 0 = whole dev splits; `select` = the selection's first
-# 100-200 items (then the final table costs only the configurations the selection did not run).
+# 100-200 items (then the final table costs only the configurations the selection did not run,
+# and base and the default routing are evaluated on the whole dev splits after it, in eval-whole:
+# about 75 min per configuration on 2 cores, against 5-6 configurations in the final table).
 EVAL_LIMIT=${EVAL_LIMIT:-0}
 # Option scoring per task, for base and packs alike: MedQA/MedMCQA average each option text
 # over its rotations among the letters (plain log-likelihood picked A for 95 % of MedMCQA items
@@ -217,6 +219,13 @@ PY
       >"$WORK/$set.json.tmp"
     mv "$WORK/$set.json.tmp" "$WORK/$set.json"
   done
+  # With the final table on the selection's items, base and the default routing on the whole
+  # dev split of every task (the selection's predictions stand for the first items).
+  if [[ $EVAL_LIMIT == select ]]; then
+    timed eval-whole "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "base,router:$best" \
+      --limit 0 --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval-whole" --resume \
+      --reuse "$WORK/eval-select" >&2
+  fi
   # Last, for the report's comparison only: the other router candidates on the selection items
   # (features with and without a forward pass, prototypes).
   others=$select

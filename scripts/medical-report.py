@@ -317,6 +317,34 @@ def main():
     md.append("|---|---|---|")
     md.extend(shares)
     md.append("")
+    whole = os.path.join(a.work, "eval-whole", "results.json")
+    if os.path.exists(whole):
+        w = json.load(open(whole))
+        wby = {(r["config"], r["task"]): r for r in w}
+        wcols = [c for c in ("base", f"router:{default}") if any(k[0] == c for k in wby)]
+        md.append("## Base and the default routing on the whole dev splits")
+        md.append("")
+        md.append("The table above is on each task's first dev items; here base and the default routing on every dev item,")
+        md.append("with 95 % intervals:")
+        md.append("")
+        md.append("| task | items | " + " | ".join(c.removeprefix("router:") for c in wcols) + " |")
+        md.append("|---|---|" + "---|" * len(wcols))
+        for task in SEEN + UNSEEN:
+            cells = []
+            for c in wcols:
+                r = wby.get((c, task))
+                iv = (r or {}).get("interval")
+                cells.append("–" if r is None else f"{100 * headline(r):.1f}" + (f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else ""))
+            items = (wby.get(("base", task)) or {}).get("items", "–")
+            md.append(f"| {TITLES[task]} | {items} | " + " | ".join(cells) + " |")
+        wscores = {k: headline(r) for k, r in wby.items()}
+        for label, group, target in [("seen", SEEN, 1.40), ("unseen", UNSEEN, 1.55)]:
+            cells = []
+            for c in wcols:
+                v, r = mean([wscores.get((c, t)) for t in group]), group_ratio(wscores, c, group)
+                cells.append("–" if v is None else f"{100 * v:.1f}" + ("" if r is None or c == "base" else f" ({r:.2f} ×, target {target:.2f} ×)"))
+            md.append(f"| **mean of {label}** | | " + " | ".join(cells) + " |")
+        md.append("")
     user = os.path.join(a.work, "eval-user", "results.json")
     if os.path.exists(user):
         u = json.load(open(user))
