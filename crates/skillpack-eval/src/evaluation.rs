@@ -770,18 +770,24 @@ struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Starts `path` with `header` and the predictions `done` (replacing what it held).
+    /// Starts `path` with `header` and the predictions `done` (replacing what it held: written
+    /// beside it and renamed over it, so an interruption leaves the old checkpoint or the new
+    /// one, never a part of either).
     fn create(path: &Path, header: &CheckpointHeader, done: &[Prediction]) -> Result<Self> {
         let io = |e: std::io::Error| EvalError::Output {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let mut file = std::fs::File::create(path).map_err(io)?;
-        use std::io::Write;
         let mut head = to_json(header, false)?;
         head.push(b'\n');
-        file.write_all(&head).map_err(io)?;
-        file.write_all(&predictions_jsonl(done)?).map_err(io)?;
+        head.extend(predictions_jsonl(done)?);
+        let fresh = path.with_extension("jsonl.tmp");
+        std::fs::write(&fresh, &head).map_err(io)?;
+        std::fs::rename(&fresh, path).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io)?;
         Ok(Checkpoint {
             file,
             path: path.to_path_buf(),
