@@ -191,7 +191,7 @@ if stage eval; then
     --reuse "$WORK/eval-select" >&2
   # The same items worded as a user would type them (no skill template uses these words).
   timed eval-user "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --prompt-variant user \
-    --configs "base,router:$best" "${limit[@]}" \
+    --configs "base,router:$best" "${limit[@]}" --task-calibration "$SCORING" \
     --threads "$THREADS" --out "$WORK/eval-user" --resume >&2
   # How the pack answers prompts in users' own words: the first 3 free-form prompts of each
   # skill, routed by the default router, greedy.

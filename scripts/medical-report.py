@@ -98,8 +98,8 @@ def scoring_section(work):
            "N/A, subtracted) moved the base model off its single label but not the pack, so it is not used.",
            "Permutation scoring (each option text's log-likelihood averaged over the four rotations of the texts among",
            "the letters A–D, the skills routed once on the question as given) removes the letter preference the",
-           "pack's `mcqa` skill brings; MedQA and MedMCQA are scored so in every table of this report except the",
-           "user-worded one (calibration is defined for the standard prompts).", ""]
+           "pack's `mcqa` skill brings; MedQA and MedMCQA are scored so in every table of this report (the",
+           "user-worded one too: the options block is rotated wherever the wording puts it).", ""]
     return md
 
 

@@ -246,9 +246,10 @@ pub fn mcq_query(question: &str, options: &[(String, String)]) -> String {
     format!("{question}\n\n{}\n\n{MCQ_INSTRUCTION}", lines.join("\n"))
 }
 
-/// `item`, a lettered multiple-choice item laid out by [`mcq_query`], with its options' texts
-/// moved up `shift` letters: the option at letter i gets the text of option (i + shift) mod n.
-/// Returns the reworded item (query and options relettered, gold following its text) and, per
+/// `item`, a lettered multiple-choice item whose query holds its options as one `L. text` line
+/// each (as [`mcq_query`] and [`user_variant`] lay them out), with the options' texts moved up
+/// `shift` letters: the option at letter i gets the text of option (i + shift) mod n. Returns
+/// the reworded item (the options block rewritten in place, gold following its text) and, per
 /// new letter, the index of the original option it holds. None for an item not laid out so.
 /// Scoring every rotation and averaging each text's scores cancels a preference for a letter
 /// (cyclic permutation debiasing).
@@ -273,13 +274,25 @@ pub fn rotate_options(item: &TaskItem, shift: usize) -> Option<(TaskItem, Vec<us
             .map(|(i, &j)| (letter(i), texts[j].to_string()))
             .collect()
     };
+    let block = |order: &[usize]| -> String {
+        lettered(order)
+            .iter()
+            .map(|(l, t)| format!("{l}. {t}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let identity: Vec<usize> = (0..n).collect();
-    let suffix = mcq_query("", &lettered(&identity));
-    let question = item.query.strip_suffix(&suffix)?;
+    let original = format!("\n{}\n", block(&identity));
+    let at = item.query.rfind(&original)?;
     let order: Vec<usize> = (0..n).map(|i| (i + shift) % n).collect();
     let rotated = lettered(&order);
     let mut out = item.clone();
-    out.query = mcq_query(question, &rotated);
+    out.query = format!(
+        "{}\n{}\n{}",
+        &item.query[..at],
+        block(&order),
+        &item.query[at + original.len()..]
+    );
     out.target = Target::Choice {
         options: rotated.iter().map(|(l, t)| format!("{l}. {t}")).collect(),
         gold: order.iter().position(|&j| j == *gold)?,
@@ -900,6 +913,17 @@ mod tests {
             }
         }
         assert!(seen.iter().flatten().all(|&x| x));
+        // The user-worded variant holds the same block inside other words: rotated in place.
+        let user = user_variant(&item);
+        let (rotated_user, _) = rotate_options(&user, 1).unwrap();
+        assert_eq!(
+            rotated_user.query,
+            user.query.replace(
+                "A. Aspirin\nB. Heparin\nC. Warfarin\nD. Insulin",
+                "A. Heparin\nB. Warfarin\nC. Insulin\nD. Aspirin"
+            )
+        );
+        assert_ne!(rotated_user.query, user.query);
         // A query not laid out by mcq_query is left alone.
         let mut other = item.clone();
         other.query = "Free text".into();

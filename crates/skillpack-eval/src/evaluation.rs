@@ -121,13 +121,15 @@ impl EvalOptions {
 
     /// The tasks to run, after refusing combinations that cannot work.
     fn tasks_to_run(&self) -> Result<Vec<&'static str>> {
-        let calibrated = self.calibration != Calibration::None
+        // The content-free prompt is built from the standard wording; permutation rotates the
+        // options block wherever the wording puts it.
+        let content_free = self.calibration == Calibration::ContentFree
             || self
                 .task_calibration
                 .iter()
-                .any(|(_, c)| *c != Calibration::None);
-        if self.prompt_variant != PromptVariant::Standard && calibrated {
-            return Err(EvalError::Invalid("calibrated scoring is defined for the standard prompts only (drop --prompt-variant or the calibration)".into()));
+                .any(|(_, c)| *c == Calibration::ContentFree);
+        if self.prompt_variant != PromptVariant::Standard && content_free {
+            return Err(EvalError::Invalid("content-free calibration is defined for the standard prompts only (drop --prompt-variant or the calibration)".into()));
         }
         for (task, calibration) in &self.task_calibration {
             let task = tasks::task_info(task)?.name;
