@@ -179,6 +179,7 @@ fn routers_train_route_and_evaluate() {
     assert_eq!(v["training"]["warm_start"], "general");
     let validation = &v["training"]["validation"];
     assert_eq!(validation["metric"], "macro_f1");
+    assert_eq!(validation["scoring"], "none");
     assert_eq!(validation["items"], 3);
     let labels: Vec<&str> = validation["candidates"]
         .as_array()
@@ -211,10 +212,22 @@ fn routers_train_route_and_evaluate() {
 
     // A run that cannot improve on its warm start (learning rate 0: every candidate is the
     // general head) keeps the better of the warm start and the base model. On these medmcqa
-    // items the base model wins: the task router gives no skill (gain 0), with a note.
-    let (ok, out, err) = end_to_end("medmcqa", &["--name", "task-medmcqa", "--lr", "0"]);
+    // items, scored plainly, the base model wins: the task router gives no skill (gain 0),
+    // with a note. (Scored by permutation, the default there, every candidate gets 0 of 3.)
+    let (ok, out, err) = end_to_end(
+        "medmcqa",
+        &[
+            "--name",
+            "task-medmcqa",
+            "--lr",
+            "0",
+            "--validation-scoring",
+            "none",
+        ],
+    );
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["training"]["validation"]["scoring"], "none", "{v}");
     assert_eq!(
         v["training"]["validation"]["chosen"], "no skill (base model)",
         "{v}"
@@ -290,6 +303,40 @@ fn routers_train_route_and_evaluate() {
             "task-medmcqa",
             "task-bc5cdr"
         ]
+    );
+
+    // A router is removed with its files; the default one and an unknown one are refused.
+    let (ok, out, err) = skillpack(&[
+        &"router",
+        &"remove",
+        &"--pack",
+        &pack,
+        &"--router",
+        &"with-prompts",
+        &"--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["removed"], "with-prompts");
+    assert!(!pack.join("routers/with-prompts.json").exists());
+    assert!(!pack.join("routers/with-prompts.safetensors").exists());
+    let (ok, out, _) = skillpack(&[&"router", &"list", &"--pack", &pack, &"--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["routers"].as_array().unwrap().len(), 5);
+    let (ok, _, err) = skillpack(&[
+        &"router",
+        &"remove",
+        &"--pack",
+        &pack,
+        &"--router",
+        &"general",
+    ]);
+    assert!(!ok && err.contains("is the pack's default"), "{err}");
+    let (ok, _, err) = skillpack(&[&"router", &"remove", &"--pack", &pack, &"--router", &"nope"]);
+    assert!(
+        !ok && err.contains("no router `nope`") && err.contains("task-bc5cdr"),
+        "{err}"
     );
 
     // The default router routes an NER-style prompt to ner.

@@ -33,6 +33,16 @@ pub enum RouterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a router from the pack (its manifest entry and files); not the default one.
+    Remove {
+        #[arg(long)]
+        pack: PathBuf,
+        /// The router's name.
+        #[arg(long)]
+        router: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time to first token with routing ÷ without (base model), per router, on a task's dev
     /// prompts: routing includes the features, the weights and applying them.
     Bench {
@@ -192,6 +202,11 @@ pub struct TrainArgs {
     /// End-to-end: at most this many held-out items are evaluated per candidate.
     #[arg(long, default_value_t = 60)]
     pub validation_limit: usize,
+    /// End-to-end: how the held-out items' options are scored (none, content-free,
+    /// permutation); default: as the pack's evaluation scores the task (permutation for MedQA
+    /// and MedMCQA, plain otherwise).
+    #[arg(long)]
+    pub validation_scoring: Option<skillpack_eval::harness::Calibration>,
     /// End-to-end: candidates every this many steps (default: a quarter of --steps).
     #[arg(long)]
     pub select_every: Option<usize>,
@@ -246,6 +261,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         RouterCommand::List { pack, json } => {
             let list = stage2::list_routers(&pack)?;
             print(json, list.to_json(), list)
+        }
+        RouterCommand::Remove { pack, router, json } => {
+            let spec = skillpack_pack::Pack::open(&pack)?.remove_router(&router)?;
+            print(
+                json,
+                serde_json::json!({"removed": spec.name, "file": spec.file}),
+                format!("removed router `{}` ({})", spec.name, spec.file),
+            )
         }
         RouterCommand::Bench {
             pack,
@@ -366,6 +389,7 @@ impl TrainArgs {
             learn_gain: self.learn_gain,
             validation_share: self.validation_share,
             validation_limit: self.validation_limit,
+            validation_scoring: self.validation_scoring,
             select_every: self.select_every,
             none_entry: self.none_entry,
             soft_labels: self.soft_labels,

@@ -166,6 +166,49 @@ impl Pack {
         self.save()
     }
 
+    /// Unregisters router `name` and deletes its files (`routers/NAME.safetensors` and the
+    /// `.json` beside it). The manifest is saved first, so an interruption leaves at worst unused files.
+    /// The default router is refused: another must be made the default first.
+    pub fn remove_router(&mut self, name: &str) -> Result<RouterSpec> {
+        let Some(at) = self.manifest.routers.iter().position(|r| r.name == name) else {
+            let names: Vec<&str> = self
+                .manifest
+                .routers
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            return Err(PackError::Invalid(format!(
+                "the pack has no router `{name}` (it has: {})",
+                names.join(", ")
+            )));
+        };
+        if self.manifest.defaults.router == name {
+            return Err(PackError::Invalid(format!(
+                "router `{name}` is the pack's default: make another router the default first \
+                 (skillpack router commit --router OTHER --default)"
+            )));
+        }
+        let spec = self.manifest.routers.remove(at);
+        self.save()?;
+        let head = self.dir.join(&spec.file);
+        for file in [
+            head.with_extension("safetensors"),
+            head.with_extension("json"),
+        ] {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(PackError::Invalid(format!(
+                        "{}: cannot delete: {e}",
+                        file.display()
+                    )))
+                }
+            }
+        }
+        Ok(spec)
+    }
+
     /// The router named `name`.
     pub fn router(&self, name: &str) -> Option<&RouterSpec> {
         self.manifest.routers.iter().find(|r| r.name == name)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
+use crate::harness::Calibration;
 use skillpack_data::tasks::{self, Split, Target, TaskItem};
 use skillpack_data::Record;
 use skillpack_llama::{Context, ContextParams, Model};
@@ -99,6 +100,9 @@ pub struct RouterTraining {
     pub validation_share: f64,
     /// End-to-end: at most this many held-out items are evaluated per candidate.
     pub validation_limit: usize,
+    /// End-to-end: how the held-out items' options are scored (None: as the pack's evaluation
+    /// scores the task, permutation for lettered multiple choice, plain otherwise).
+    pub validation_scoring: Option<Calibration>,
     /// End-to-end: candidates every this many steps (None: a quarter of `steps`).
     pub select_every: Option<usize>,
     /// Add a "no skill" output (end-to-end).
@@ -150,6 +154,7 @@ impl RouterTraining {
             learn_gain: false,
             validation_share: 0.3,
             validation_limit: 60,
+            validation_scoring: None,
             select_every: None,
             none_entry: false,
             soft_labels: 0,
@@ -631,6 +636,21 @@ fn weights_before_after(
 /// Validation prompts whose weights an end-to-end router records before and after training.
 pub const BEFORE_AFTER_PROMPTS: usize = 5;
 
+/// How an end-to-end router's held-out items of `task` are scored: `chosen`, which must apply
+/// to the task, or as the pack's evaluation scores it (lettered options by permutation: plain
+/// scoring could select a router for a letter preference).
+fn validation_scoring(task: &str, chosen: Option<Calibration>) -> Result<Calibration> {
+    match chosen {
+        Some(c) if !c.applies_to(task) => Err(EvalError::Invalid(format!(
+            "--validation-scoring {}: that scoring does not apply to {task}",
+            c.as_str()
+        ))),
+        Some(c) => Ok(c),
+        None if Calibration::Permutation.applies_to(task) => Ok(Calibration::Permutation),
+        None => Ok(Calibration::None),
+    }
+}
+
 /// Each candidate router's headline metric on the `validation` items of `task`, run through
 /// llama.cpp as `skillpack eval` runs it. The candidates must read one feature kind: each item
 /// is featurized once, and only the head changes between candidates.
@@ -642,6 +662,7 @@ pub fn score_candidates(
     task: &str,
     validation: &[TaskItem],
     candidates: &[(String, Router)],
+    calibration: Calibration,
     threads: Option<i32>,
     progress: &mut dyn Progress,
 ) -> Result<Vec<f64>> {
@@ -675,13 +696,7 @@ pub fn score_candidates(
             task,
             config: label,
             split: "train-validation",
-            // Lettered options are scored over their rotations, as the pack's evaluation
-            // scores them: plain scoring could select a router for a letter preference.
-            calibration: if crate::harness::Calibration::Permutation.applies_to(task) {
-                crate::harness::Calibration::Permutation
-            } else {
-                crate::harness::Calibration::None
-            },
+            calibration,
             prompt_variant: tasks::PromptVariant::Standard,
         };
         let (_, summary) =
@@ -834,6 +849,7 @@ fn end_to_end_router(
         (snap.step, router)
     });
     let mut candidates = selection_candidates(warm.as_ref(), snapshots);
+    let scoring = validation_scoring(task, config.validation_scoring)?;
     let scores = score_candidates(
         run.model,
         &config.model,
@@ -841,6 +857,7 @@ fn end_to_end_router(
         task,
         &validation,
         &candidates,
+        scoring,
         config.threads,
         progress,
     )?;
@@ -864,8 +881,8 @@ fn end_to_end_router(
         labels[choice.index]
     ));
     training["validation"] = serde_json::json!({
-        "items": validation.len(), "metric": metric, "candidates": table,
-        "chosen": labels[choice.index],
+        "items": validation.len(), "metric": metric, "scoring": scoring.as_str(),
+        "candidates": table, "chosen": labels[choice.index],
     });
     if let Some(note) = choice.note {
         training["note"] = note.into();
