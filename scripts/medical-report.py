@@ -34,6 +34,14 @@ def headline(summary):
     return summary["metrics"][0][1]
 
 
+def interval_cell(summary):
+    """`score [lo, hi]` in percent for one run's summary (– when it is missing)."""
+    if summary is None:
+        return "–"
+    iv = summary.get("interval")
+    return f"{100 * headline(summary):.1f}" + (f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else "")
+
+
 def mean(vals):
     # A group mean only over complete columns: a partial mean would compare different tasks.
     return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
@@ -330,11 +338,7 @@ def main():
         md.append("| task | items | " + " | ".join(c.removeprefix("router:") for c in wcols) + " |")
         md.append("|---|---|" + "---|" * len(wcols))
         for task in SEEN + UNSEEN:
-            cells = []
-            for c in wcols:
-                r = wby.get((c, task))
-                iv = (r or {}).get("interval")
-                cells.append("–" if r is None else f"{100 * headline(r):.1f}" + (f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else ""))
+            cells = [interval_cell(wby.get((c, task))) for c in wcols]
             items = (wby.get(("base", task)) or {}).get("items", "–")
             md.append(f"| {TITLES[task]} | {items} | " + " | ".join(cells) + " |")
         wscores = {k: headline(r) for k, r in wby.items()}
@@ -357,11 +361,7 @@ def main():
         md.append("| task | " + " | ".join(c.removeprefix("router:") for c in ucols) + " |")
         md.append("|---|" + "---|" * len(ucols))
         for task in SEEN + UNSEEN:
-            cells = []
-            for c in ucols:
-                r = next((r for r in u if r["config"] == c and r["task"] == task), None)
-                iv = (r or {}).get("interval")
-                cells.append(pct(ub.get((c, task))) + (f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else ""))
+            cells = [interval_cell(next((r for r in u if r["config"] == c and r["task"] == task), None)) for c in ucols]
             md.append(f"| {TITLES[task]} | " + " | ".join(cells) + " |")
         for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
             md.append(f"| **{label}** | " + " | ".join(pct(mean([ub.get((c, t)) for t in group])) for c in ucols) + " |")
