@@ -54,17 +54,42 @@ pub struct TaskInfo {
     pub metrics: &'static [&'static str],
     /// Raw file(s) under the raw data folder.
     pub raw_files: &'static [&'static str],
+    /// How an answer is given, which decides the option scorings that apply.
+    pub answer: AnswerKind,
+}
+
+/// How a task's answer is given (the shape of its [`Target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerKind {
+    /// A letter among options listed in the prompt (the option texts can move between letters).
+    LetteredChoice,
+    /// One of a fixed set of labels, scored by log-likelihood.
+    Label,
+    /// Any subset of a fixed set of labels, each asked as a yes/no question.
+    MultiLabel,
+    /// Generated text (entity lists, answers, summaries).
+    Generated,
+}
+
+impl AnswerKind {
+    /// Whether the answer is chosen by scoring fixed options (not generated).
+    pub fn is_scored(self) -> bool {
+        self != AnswerKind::Generated
+    }
 }
 
 /// Facts about `name`, or an error listing the tasks.
 pub fn task_info(name: &str) -> Result<TaskInfo> {
-    let info = |name, title, seen, metrics, raw_files| TaskInfo {
+    let info = |name, title, seen, metrics, raw_files, answer| TaskInfo {
         name,
         title,
         seen,
         metrics,
         raw_files,
+        answer,
     };
+    use AnswerKind::*;
     Ok(match name {
         "pubmedqa" => info(
             "pubmedqa",
@@ -72,14 +97,23 @@ pub fn task_info(name: &str) -> Result<TaskInfo> {
             true,
             &["macro_f1", "accuracy"],
             &["pubmedqa/pqal_trainval.json"],
+            Label,
         ),
-        "medqa" => info("medqa", "MedQA", true, &["accuracy"], &["medqa/dev.jsonl"]),
+        "medqa" => info(
+            "medqa",
+            "MedQA",
+            true,
+            &["accuracy"],
+            &["medqa/dev.jsonl"],
+            LetteredChoice,
+        ),
         "medmcqa" => info(
             "medmcqa",
             "MedMCQA",
             true,
             &["accuracy"],
             &["medmcqa/dev.jsonl"],
+            LetteredChoice,
         ),
         "bc5cdr" => info(
             "bc5cdr",
@@ -90,6 +124,7 @@ pub fn task_info(name: &str) -> Result<TaskInfo> {
                 "bc5cdr/CDR_TrainingSet.PubTator.txt",
                 "bc5cdr/CDR_DevelopmentSet.PubTator.txt",
             ],
+            Generated,
         ),
         "chemprot" => info(
             "chemprot",
@@ -97,14 +132,23 @@ pub fn task_info(name: &str) -> Result<TaskInfo> {
             true,
             &["macro_f1", "accuracy"],
             &["chemprot/train.txt", "chemprot/dev.txt"],
+            Label,
         ),
-        "hoc" => info("hoc", "HoC", true, &["macro_f1", "sample_f1"], &["hoc"]),
+        "hoc" => info(
+            "hoc",
+            "HoC",
+            true,
+            &["macro_f1", "sample_f1"],
+            &["hoc"],
+            MultiLabel,
+        ),
         "healthver" => info(
             "healthver",
             "HealthVer",
             false,
             &["macro_f1", "accuracy"],
             &["healthver/healthver_dev.csv"],
+            Label,
         ),
         "covidqa" => info(
             "covidqa",
@@ -112,6 +156,7 @@ pub fn task_info(name: &str) -> Result<TaskInfo> {
             false,
             &["f1", "exact_match"],
             &["covidqa/dev.json"],
+            Generated,
         ),
         "meqsum" => info(
             "meqsum",
@@ -119,6 +164,7 @@ pub fn task_info(name: &str) -> Result<TaskInfo> {
             false,
             &["rouge_l"],
             &["meqsum/meqsum.csv"],
+            Generated,
         ),
         other => {
             return Err(DataError::Invalid(format!(

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use skillpack_data::tasks::{Target, TaskItem};
+use skillpack_data::tasks::{AnswerKind, Target, TaskItem};
 use skillpack_data::user_message;
 use skillpack_llama::{ChatMessage, Context, Model, SamplerParams, Token};
 use skillpack_run::GenerateParams;
@@ -276,17 +276,14 @@ impl Calibration {
     }
 
     /// Whether this scoring means anything for `task`: content-free for the tasks that score
-    /// options, permutation for the lettered multiple-choice ones (MedQA, MedMCQA).
+    /// options, permutation for the lettered multiple-choice ones (MedQA, MedMCQA); by the task
+    /// table's [`AnswerKind`].
     pub fn applies_to(self, task: &str) -> bool {
+        let answer = skillpack_data::tasks::task_info(task).map(|info| info.answer);
         match self {
             Calibration::None => true,
-            Calibration::ContentFree => {
-                matches!(
-                    task,
-                    "pubmedqa" | "medqa" | "medmcqa" | "chemprot" | "hoc" | "healthver"
-                )
-            }
-            Calibration::Permutation => matches!(task, "medqa" | "medmcqa"),
+            Calibration::ContentFree => answer.is_ok_and(AnswerKind::is_scored),
+            Calibration::Permutation => answer.is_ok_and(|a| a == AnswerKind::LetteredChoice),
         }
     }
 }
@@ -771,4 +768,30 @@ pub fn evaluate_resuming<'m>(
         weights_fingerprint: None,
     };
     Ok((predictions, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Calibration;
+
+    #[test]
+    fn scorings_apply_by_the_task_tables_answer_kind() {
+        for task in ["medqa", "medmcqa"] {
+            assert!(Calibration::Permutation.applies_to(task), "{task}");
+            assert!(Calibration::ContentFree.applies_to(task), "{task}");
+        }
+        for task in ["pubmedqa", "chemprot", "hoc", "healthver"] {
+            assert!(!Calibration::Permutation.applies_to(task), "{task}");
+            assert!(Calibration::ContentFree.applies_to(task), "{task}");
+        }
+        for task in ["bc5cdr", "covidqa", "meqsum"] {
+            assert!(!Calibration::Permutation.applies_to(task), "{task}");
+            assert!(!Calibration::ContentFree.applies_to(task), "{task}");
+            assert!(Calibration::None.applies_to(task), "{task}");
+        }
+        assert!(
+            !Calibration::ContentFree.applies_to("mednli"),
+            "unknown task"
+        );
+    }
 }
