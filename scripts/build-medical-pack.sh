@@ -58,6 +58,14 @@ EVAL_LIMIT=${EVAL_LIMIT:-0}
 # under `general`); content-free calibration was tried on PubMedQA/HealthVer and left out (it
 # helped the base model, not the pack: runs/medical/eval-calibration).
 SCORING=${SCORING:-medqa=permutation,medmcqa=permutation}
+# What the evaluation runs, for a slower model to trim (each choice is stated in the report):
+# the selection's configurations (choose-default picks among the committing modes present),
+# its items per task (empty: each task's 100-200; a number caps every task), the single skills
+# of the final table, and whether base and the default also run on the whole dev splits.
+SELECT_CONFIGS=${SELECT_CONFIGS:-base,router:general,router:general-top1,router:general-sparsemax,uniform}
+SELECT_LIMIT=${SELECT_LIMIT:-}
+SINGLE_SKILLS=${SINGLE_SKILLS:-"mrc mcqa qa ner re er mldc nli ts"}
+EVAL_WHOLE=${EVAL_WHOLE:-1}
 
 # Every command takes its model from SKILLPACK_MODEL when none is given.
 if [[ -n "${MODEL:-}" ]]; then
@@ -166,9 +174,11 @@ if stage eval; then
   # dev splits on 2 cores), so it runs in parts, each resumable item by item (--resume), the
   # critical path first. First the choice of the committing mode of `general`, on each task's
   # first `default_limit` dev items (100-200; every configuration on the same items).
-  select="base,router:general,router:general-top1,router:general-sparsemax,uniform"
+  select=$SELECT_CONFIGS
+  select_limit=()
+  [[ -n $SELECT_LIMIT ]] && select_limit=(--limit "$SELECT_LIMIT")
   timed eval-select "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$select" \
-    --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
+    "${select_limit[@]}" --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
   # The committing mode with the best selection score (mean over the two groups of the group
   # mean ÷ base's) becomes the pack's default router.
   read -r best mode < <(python3 scripts/medical-report.py choose-default "$WORK")
@@ -182,10 +192,10 @@ if stage eval; then
   configs="base,router:general"
   [[ $best == general ]] || configs="$configs,router:$best"
   for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
-  for s in mrc mcqa qa ner re er mldc nli ts; do configs="$configs,skill:$s"; done
+  for s in $SINGLE_SKILLS; do configs="$configs,skill:$s"; done
   configs="$configs,uniform"
   limit=(--limit "$EVAL_LIMIT")
-  [[ $EVAL_LIMIT == select ]] && limit=()
+  [[ $EVAL_LIMIT == select ]] && limit=("${select_limit[@]}")
   timed eval "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$configs" \
     "${limit[@]}" --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval" --resume \
     --reuse "$WORK/eval-select" >&2
@@ -221,7 +231,7 @@ PY
   done
   # With the final table on the selection's items, base and the default routing on the whole
   # dev split of every task (the selection's predictions stand for the first items).
-  if [[ $EVAL_LIMIT == select ]]; then
+  if [[ $EVAL_LIMIT == select && $EVAL_WHOLE == 1 ]]; then
     timed eval-whole "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "base,router:$best" \
       --limit 0 --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval-whole" --resume \
       --reuse "$WORK/eval-select" >&2
@@ -231,7 +241,7 @@ PY
   others=$select
   for r in $CANDIDATE_ROUTERS; do others="$others,router:$r"; done
   timed eval-select-others "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$others" \
-    --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
+    "${select_limit[@]}" --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
 fi
 
 if stage bench; then
