@@ -47,6 +47,7 @@ PROMPT_REPEATS=${PROMPT_REPEATS:-5}
 # Routers trained only to compare with the default (other features): general-embedding (mean
 # token embeddings), prototype and general-hidden (mean hidden states: a forward pass over every
 # record, the costliest). A longer build (a bigger model) may keep fewer.
+# `none` trains none of them.
 CANDIDATE_ROUTERS=${CANDIDATE_ROUTERS:-"general-embedding prototype general-hidden"}
 # Items per task of the final table: 0 = whole dev splits; `select` = the selection's first
 # 100-200 items (then the final table costs only the configurations the selection did not run,
@@ -239,16 +240,19 @@ PY
   # Last, for the report's comparison only: the other router candidates on the selection items
   # (features with and without a forward pass, prototypes).
   others=$select
-  for r in $CANDIDATE_ROUTERS; do others="$others,router:$r"; done
-  timed eval-select-others "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --configs "$others" \
-    "${select_limit[@]}" --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval-select" --resume >&2
+  for r in $CANDIDATE_ROUTERS; do has_router "$r" && others="$others,router:$r"; done
+  [[ $others == "$select" ]] || timed eval-select-others "$BIN" eval --all --pack "$BUILD" --raw "$RAW" \
+    --configs "$others" "${select_limit[@]}" --task-calibration "$SCORING" --threads "$THREADS" \
+    --out "$WORK/eval-select" --resume >&2
 fi
 
 if stage bench; then
   # Time to first token with routing / without, one router per feature kind (the task routers
   # share general's features and cost).
   echo "== router bench" >&2
-  "$BIN" router bench --pack "$BUILD" --routers general,general-hidden,general-embedding,prototype \
+  routers=general
+  for r in general-hidden general-embedding prototype; do has_router "$r" && routers="$routers,$r"; done
+  "$BIN" router bench --pack "$BUILD" --routers "$routers" \
     --task pubmedqa --raw "$RAW" --threads "$THREADS" --json >"$WORK/router-bench.json.tmp"
   mv "$WORK/router-bench.json.tmp" "$WORK/router-bench.json"
 fi
