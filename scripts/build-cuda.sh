@@ -17,6 +17,9 @@ cd "$(dirname "$0")/.."
 
 eval "$(scripts/cuda-toolkit.sh --env)"
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+# candle-kernels compiles its quantized-matmul and MoE kernels (about 25 s of nvcc each, 5-6 min
+# in all) on half the cores by default: one nvcc at a time on 2 cores. Use every core.
+export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
 echo "[build-cuda] CUDA_HOME=$CUDA_HOME, nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), compute capability $CUDA_COMPUTE_CAP" >&2
 
 if [[ ${1:-} == --check ]]; then

@@ -78,6 +78,9 @@ export CUDAARCHS="${CUDA_COMPUTE_CAP}-real"
 export CPATH="$CUBLAS_ROOT/include${CPATH:+:$CPATH}"
 export LIBRARY_PATH="$CUBLAS_LIB:$CUDA_HOME/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+# candle-kernels compiles its quantized-matmul and MoE kernels (about 25 s of nvcc each, 5-6 min
+# in all) on half the cores by default: one nvcc at a time on 2 cores. Use every core.
+export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
 export RUSTFLAGS="${RUSTFLAGS:-} -L native=$LINK_DIR -L native=$CUDA_HOME/lib -L native=$CUBLAS_LIB \
 -C link-arg=-Wl,--no-as-needed -C link-arg=-lcublas -C link-arg=-lcublasLt \
 -C link-arg=-Wl,-rpath,$CUBLAS_LIB"
