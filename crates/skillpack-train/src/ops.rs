@@ -160,6 +160,95 @@ fn input_gradient(g: &Tensor, w: &Tensor) -> Result<Tensor> {
     g.matmul(w)
 }
 
+/// `dst[m, n] += s · lhs[m, r] · R` for a row-major `dst` and `lhs`, where `R[kk, j]` is
+/// `rhs.0[kk · rhs.1 + j · rhs.2]`: a low-rank product added where it lands, without the
+/// zero-filled product buffer and the extra pass over `dst` a separate matmul and add take.
+fn add_scaled_product(
+    dst: &mut [f32],
+    (m, n, r): (usize, usize, usize),
+    lhs: &[f32],
+    rhs: (&[f32], isize, isize),
+    s: f32,
+) {
+    let (rhs, rhs_row_stride, rhs_col_stride) = rhs;
+    assert_eq!(
+        dst.len(),
+        m * n,
+        "add_scaled_product: dst is not [{m}, {n}]"
+    );
+    assert_eq!(
+        lhs.len(),
+        m * r,
+        "add_scaled_product: lhs is not [{m}, {r}]"
+    );
+    let last = (r.max(1) - 1) as isize * rhs_row_stride + (n.max(1) - 1) as isize * rhs_col_stride;
+    assert!(
+        rhs.len() as isize > last,
+        "add_scaled_product: rhs is too short"
+    );
+    if m == 0 || n == 0 || r == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every index gemm reads or writes inside the slices; `dst`
+    // is borrowed mutably, so nothing else aliases it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            r,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            r as isize,
+            rhs.as_ptr(),
+            rhs_col_stride,
+            rhs_row_stride,
+            1.0,
+            s,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// `g · W + gb · A` for `g [m, out]`, frozen `W [out, in]`, `gb [m, r]`, `A [r, in]`: on AMX
+/// the low-rank part is added into the bf16 product in place; otherwise two candle matmuls and
+/// an add.
+fn input_gradient_plus_low_rank(g: &Tensor, w: &Tensor, gb: &Tensor, a: &Tensor) -> Result<Tensor> {
+    if bf16_matmuls() && g.device().is_cpu() && g.dtype() == DType::F32 {
+        let (m, _) = g.dims2()?;
+        let (r, k) = a.dims2()?;
+        let (g, gb, a) = (g.contiguous()?, gb.contiguous()?, a.contiguous()?);
+        let product = {
+            let (storage, layout) = g.storage_and_layout();
+            match (&*storage, layout.contiguous_offsets()) {
+                (candle_core::Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => {
+                    bf16_product(&values[start..end], m, w, false)?
+                }
+                _ => None,
+            }
+        };
+        if let Some(mut dx) = product {
+            let gb_values = gb.flatten_all()?.to_vec1::<f32>()?;
+            let a_values = a.flatten_all()?.to_vec1::<f32>()?;
+            add_scaled_product(
+                &mut dx,
+                (m, k, r),
+                &gb_values,
+                (&a_values, k as isize, 1),
+                1.0,
+            );
+            return Tensor::from_vec(dx, (m, k), g.device());
+        }
+    }
+    input_gradient(g, w)? + gb.matmul(a)?
+}
+
 /// `x · Wᵀ` of CPU storage: bf16 on AMX when set, else candle's f32 matmul.
 fn frozen_forward_cpu(
     x: &CpuStorage,
@@ -626,17 +715,20 @@ impl candle_core::CustomOp3 for LoraLinear {
         let (n, _) = bl.shape().dims2()?;
         let y = frozen_forward_cpu(xs, xl, &self.w, (m, n, k))?;
         let h = xs.matmul(as_, (1, m, r, k), xl, &al.transpose(0, 1)?)?;
-        let hl = Layout::contiguous((m, r));
-        let d = h.matmul(bs, (1, m, n, r), &hl, &bl.transpose(0, 1)?)?;
-        let (CpuStorage::F32(mut y), CpuStorage::F32(d)) = (y, d) else {
+        let (CpuStorage::F32(mut y), CpuStorage::F32(h), CpuStorage::F32(b)) = (y, h, bs) else {
             candle_core::bail!("lora-linear: only f32 is supported on CPU")
         };
-        let s = self.scale as f32;
-        y.par_chunks_mut(4096)
-            .zip(d.par_chunks(4096))
-            .for_each(|(y, d)| {
-                y.iter_mut().zip(d).for_each(|(y, d)| *y += s * d);
-            });
+        let Some((b_start, b_end)) = bl.contiguous_offsets() else {
+            candle_core::bail!("lora-linear: B is not contiguous")
+        };
+        // y += s · h Bᵀ, in place: B [n, r] read as Bᵀ [r, n] through its strides.
+        add_scaled_product(
+            &mut y,
+            (m, n, r),
+            &h,
+            (&b[b_start..b_end], 1, r as isize),
+            self.scale as f32,
+        );
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
@@ -651,7 +743,7 @@ impl candle_core::CustomOp3 for LoraLinear {
         // Detached: a gradient must not carry a graph that keeps activations alive.
         let (x, a, b) = (&x.detach(), &a.detach(), &b.detach());
         let gb = (g.matmul(b)? * self.scale)?; // [m, r]
-        let dx = (input_gradient(g, &self.w)? + gb.matmul(a)?)?;
+        let dx = input_gradient_plus_low_rank(g, &self.w, &gb, a)?;
         let da = gb.t()?.matmul(x)?;
         let h = (x.matmul(&a.t()?)? * self.scale)?; // [m, r]
         let db = g.t()?.matmul(&h)?;
@@ -708,6 +800,48 @@ mod tests {
         let n = shape.iter().product();
         let data = crate::SeededNormal::new(seed).samples(n, 1.0);
         Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    /// The fused LoRA linear against the composite `x Wᵀ + s (x Aᵀ) Bᵀ`, output and the
+    /// gradients of x, A and B, in f32 and in bf16 on AMX where present (the low-rank part is
+    /// then added into the bf16 products in place): shapes off the 32-blocks, B transposed in
+    /// memory.
+    #[test]
+    fn lora_linear_matches_the_composite_in_both_precisions() {
+        let (m, k, n, r) = (37, 70, 45, 5);
+        let x = Var::from_tensor(&randn(&[m, k], 31)).unwrap();
+        let wt = randn(&[n, k], 32);
+        let a = Var::from_tensor(&randn(&[r, k], 33)).unwrap();
+        let b = Var::from_tensor(&randn(&[r, n], 34).t().unwrap()).unwrap();
+        let w = randn(&[m, n], 35);
+        let reference = (x.as_tensor().matmul(&wt.t().unwrap()).unwrap()
+            + (x.as_tensor().matmul(&a.as_tensor().t().unwrap()).unwrap() * 0.5)
+                .unwrap()
+                .matmul(&b.as_tensor().t().unwrap())
+                .unwrap())
+        .unwrap();
+        let g_ref = weighted_grads(&reference, &w);
+        let rel = |ours: &Tensor, reference: &Tensor| {
+            let scale = reference.abs().unwrap().max_all().unwrap();
+            (max_diff(ours, reference) / scale.to_scalar::<f32>().unwrap()) as f64
+        };
+        let mut precisions = vec![(MatmulPrecision::F32, 1e-5)];
+        if amx::available() {
+            precisions.push((MatmulPrecision::Bf16, 2e-2));
+        }
+        for (precision, tolerance) in precisions {
+            let _scope = MatmulPrecisionScope::enter(precision).unwrap();
+            let ours = lora_linear(x.as_tensor(), &wt, a.as_tensor(), b.as_tensor(), 0.5).unwrap();
+            assert!(rel(&ours, &reference) < tolerance, "{precision:?}: output");
+            let g_ours = weighted_grads(&ours, &w);
+            for (name, v) in [("x", &x), ("A", &a), ("B", &b)] {
+                let diff = rel(
+                    g_ours.get(v.as_tensor()).unwrap(),
+                    g_ref.get(v.as_tensor()).unwrap(),
+                );
+                assert!(diff < tolerance, "{precision:?}: d{name} off by {diff}");
+            }
+        }
     }
 
     /// Each fused op against candle's differentiable composite: outputs and input gradients.
