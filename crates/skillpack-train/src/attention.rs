@@ -132,7 +132,7 @@ impl CausalAttention {
                 * self.scale;
             let mut sum = 0f32;
             for v in &mut x[first..=i] {
-                *v = (*v * self.scale - max).exp();
+                *v = crate::ops::fast_exp(*v * self.scale - max);
                 sum += *v;
             }
             let inv = 1.0 / sum;

@@ -349,6 +349,75 @@ fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
 /// `[.., t, t]`: `softmax(scale · s + causal_mask)`, with its backward. One pass and one output
 /// buffer instead of the scale / mask / max / sub / exp / sum / div chain. With a window, query
 /// `i` sees keys `i + 1 − window ..= i` only (sliding-window layers).
+/// `eˣ` to about one ulp (relative error below 2e-7), without libm's call per element, so loops
+/// over it vectorize: `x = n ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-7 Taylor polynomial for
+/// `eʳ`, and `2ⁿ` built in the exponent bits. Inputs are clamped to [-87.3, 88.0] (the results
+/// stay normal numbers: what softmax, the loss and SiLU need); NaN stays NaN.
+#[inline(always)]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so that n · LN2_HI is exact for the n that occur here.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5 · 2²³ rounds to the nearest integer without a branch.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * LOG2_E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Lanes of the vectorized sums below.
+const LANES: usize = 16;
+
+/// `out[i] = e^(scale · x[i] − shift)` for every element; returns their sum.
+pub(crate) fn exp_shifted_into(out: &mut [f32], x: &[f32], scale: f32, shift: f32) -> f32 {
+    debug_assert_eq!(out.len(), x.len());
+    let mut lanes = [0f32; LANES];
+    let mut out_chunks = out.chunks_exact_mut(LANES);
+    let mut x_chunks = x.chunks_exact(LANES);
+    for (o, x) in (&mut out_chunks).zip(&mut x_chunks) {
+        for j in 0..LANES {
+            o[j] = fast_exp(x[j] * scale - shift);
+            lanes[j] += o[j];
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for (o, x) in out_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(x_chunks.remainder())
+    {
+        *o = fast_exp(x * scale - shift);
+        sum += *o;
+    }
+    sum
+}
+
+/// `Σ e^(x[i] − shift)`, summed in f32 lanes over blocks and across blocks in f64 (a row of the
+/// loss has the vocabulary's 49,152–262,144 terms).
+fn sum_exp_shifted(x: &[f32], shift: f32) -> f64 {
+    x.chunks(1024)
+        .map(|block| {
+            let mut lanes = [0f32; LANES];
+            let mut chunks = block.chunks_exact(LANES);
+            for c in &mut chunks {
+                for j in 0..LANES {
+                    lanes[j] += fast_exp(c[j] - shift);
+                }
+            }
+            let rest: f32 = chunks.remainder().iter().map(|v| fast_exp(v - shift)).sum();
+            (lanes.iter().sum::<f32>() + rest) as f64
+        })
+        .sum()
+}
+
 struct CausalSoftmax {
     scale: f32,
     window: usize,
@@ -371,11 +440,7 @@ impl candle_core::CustomOp1 for CausalSoftmax {
                 let first = (i + 1).saturating_sub(self.window);
                 let visible = &xr[first..=i];
                 let max = visible.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) * self.scale;
-                let mut sum = 0f32;
-                for (oj, xj) in o[first..=i].iter_mut().zip(visible) {
-                    *oj = (xj * self.scale - max).exp();
-                    sum += *oj;
-                }
+                let sum = exp_shifted_into(&mut o[first..=i], visible, self.scale, max);
                 let inv = 1.0 / sum;
                 o[first..=i].iter_mut().for_each(|v| *v *= inv);
             });
@@ -501,12 +566,7 @@ impl candle_core::CustomOp1 for CrossEntropy {
             .zip(self.labels.par_iter())
             .map(|(row, &label)| {
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
-                let lse = row
-                    .iter()
-                    .map(|x| ((x - max) as f64).exp())
-                    .sum::<f64>()
-                    .ln()
-                    + max as f64;
+                let lse = sum_exp_shifted(row, max).ln() + max as f64;
                 lse - row[label as usize] as f64
             })
             .sum();
@@ -518,19 +578,22 @@ impl candle_core::CustomOp1 for CrossEntropy {
 
     fn bwd(&self, logits: &Tensor, _loss: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let (n, v) = logits.dims2()?;
-        let x = logits.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let logits = logits.contiguous()?;
         let scale = g.to_dtype(DType::F32)?.to_scalar::<f32>()? / n as f32;
         let mut grad = vec![0f32; n * v];
+        // The logits are read where they are (no copy of the [n, vocabulary] matrix).
+        let (storage, layout) = logits.storage_and_layout();
+        let (candle_core::Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("cross-entropy: logits are not contiguous f32 on the CPU")
+        };
         grad.par_chunks_mut(v)
-            .zip(x.par_chunks(v))
+            .zip(values[start..end].par_chunks(v))
             .zip(self.labels.par_iter())
             .for_each(|((gr, row), &label)| {
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
-                let mut sum = 0f32;
-                for (gi, xi) in gr.iter_mut().zip(row) {
-                    *gi = (xi - max).exp();
-                    sum += *gi;
-                }
+                let sum = exp_shifted_into(gr, row, 1.0, max);
                 let inv = scale / sum;
                 gr.iter_mut().for_each(|gi| *gi *= inv);
                 gr[label as usize] -= scale;
@@ -641,7 +704,7 @@ impl CustomOp2 for SwiGlu {
             .zip(g.par_chunks(4096).zip(u.par_chunks(4096)))
             .for_each(|(o, (g, u))| {
                 for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
-                    *o = g / (1.0 + (-g).exp()) * u;
+                    *o = g / (1.0 + fast_exp(-g)) * u;
                 }
             });
         Ok((CpuStorage::F32(out), gl.shape().clone()))
@@ -666,7 +729,7 @@ impl CustomOp2 for SwiGlu {
             )
             .for_each(|((dg, du), ((g, u), dy))| {
                 for i in 0..g.len() {
-                    let s = 1.0 / (1.0 + (-g[i]).exp());
+                    let s = 1.0 / (1.0 + fast_exp(-g[i]));
                     du[i] = dy[i] * g[i] * s;
                     dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
                 }
@@ -800,6 +863,36 @@ mod tests {
         let n = shape.iter().product();
         let data = crate::SeededNormal::new(seed).samples(n, 1.0);
         Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    /// `fast_exp` against f64's `exp` over the whole range it serves (relative error, every
+    /// 1/1000 from −87 to 88), exactly 1 at 0, NaN kept; and the shifted sums against f64 sums.
+    #[test]
+    fn fast_exp_is_within_two_ulps_and_the_sums_match() {
+        let mut worst = 0f64;
+        for i in -87_000..88_000 {
+            let x = i as f32 / 1000.0;
+            let exact = (x as f64).exp();
+            worst = worst.max(((fast_exp(x) as f64) - exact).abs() / exact);
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst}");
+        assert_eq!(fast_exp(0.0), 1.0);
+        assert!(fast_exp(f32::NAN).is_nan());
+        assert!(fast_exp(-1e4) >= 0.0 && fast_exp(-1e4) < 1e-37);
+
+        let x: Vec<f32> = (0..5003)
+            .map(|i| ((i * 37) % 101) as f32 / 7.0 - 9.0)
+            .collect();
+        let exact: f64 = x.iter().map(|&v| ((v - 3.5) as f64).exp()).sum();
+        assert!((sum_exp_shifted(&x, 3.5) - exact).abs() / exact < 1e-6);
+        let mut out = vec![0f32; x.len()];
+        let exact: f64 = x.iter().map(|&v| ((0.5 * v - 1.0) as f64).exp()).sum();
+        let sum = exp_shifted_into(&mut out, &x, 0.5, 1.0) as f64;
+        assert!((sum - exact).abs() / exact < 1e-5, "{sum} vs {exact}");
+        for (o, &v) in out.iter().zip(&x) {
+            let e = ((0.5 * v - 1.0) as f64).exp();
+            assert!(((*o as f64) - e).abs() / e < 2.5e-7);
+        }
     }
 
     /// The fused LoRA linear against the composite `x Wᵀ + s (x Aᵀ) Bᵀ`, output and the
