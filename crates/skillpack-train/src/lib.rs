@@ -68,8 +68,8 @@ pub use mixture::{
 };
 pub use model::{Llama, ModuleKey};
 pub use ops::{
-    check_matmul_precision, frozen_linear, release_packed_weights, MatmulPrecision,
-    MatmulPrecisionScope,
+    check_matmul_precision, frozen_linear, head_cross_entropy, release_packed_weights,
+    MatmulPrecision, MatmulPrecisionScope,
 };
 pub use peft_io::{export_trained, load_peft, save_peft, ExportReport, PeftExport};
 pub use skill::{

@@ -321,8 +321,7 @@ fn lm_loss(model: &Llama, examples: &[Example], batch: &[usize], t: usize) -> Re
     let picked = hidden
         .reshape((batch.len() * t, h))?
         .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
-    let logits = model.logits(&picked)?.to_dtype(DType::F32)?;
-    Ok(crate::ops::cross_entropy(&logits, &labels)?)
+    model.head_loss(&picked, &labels, true)
 }
 
 /// Mean-pooled last hidden states (after the final norm) of each prompt, without adapters —

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 use skillpack_convert::Activation;
 
-use crate::attention::causal_attention;
-use crate::ops::{frozen_linear, rms_norm, rope, swiglu};
+use crate::attention::{rotary_attention, HeadLayout};
+use crate::ops::{frozen_linear, rms_norm, swiglu};
 use crate::{LoraModule, ModelWeights, Result};
 
 /// Identifies an adaptable linear layer: block index and HF projection name.
@@ -129,30 +129,27 @@ impl Llama {
                 _ => &global_rope,
             };
             let normed = rms_norm(&x, &lw.input_norm, eps)?;
-            // [b·t, n·hd] → per-head norm (Qwen3, Gemma 3) → [b, n, t, hd].
-            let heads = |y: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
-                let y = match norm {
-                    Some(w) => rms_norm(&y.reshape((b * t * n, hd))?, w, eps)?,
+            // Per-head norm (Qwen3, Gemma 3) on [b·t·n, hd], back to the linears' [b·t, n·hd].
+            let head_norm = |y: Tensor, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
+                Ok(match norm {
+                    Some(w) => {
+                        rms_norm(&y.reshape((b * t * n, hd))?, w, eps)?.reshape((b * t, n * hd))?
+                    }
                     None => y,
-                };
-                Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+                })
             };
-            let q = heads(self.linear(l, "q_proj", &normed)?, nh, &lw.q_norm)?;
-            let k = heads(self.linear(l, "k_proj", &normed)?, nkv, &lw.k_norm)?;
-            let v = heads(self.linear(l, "v_proj", &normed)?, nkv, &None)?;
-            let q = rope(&q, cos, sin)?;
-            let k = rope(&k, cos, sin)?;
-            // Grouped-query attention without copying k/v per query head: the `rep` query heads
-            // sharing a kv head are stacked along the sequence axis ([b, nkv, rep·t, hd]); row
-            // `i` of a group is query position `i mod t`, which the causal softmax relies on.
-            let rep = nh / nkv;
-            let q = q.reshape((b, nkv, rep * t, hd))?;
+            let q = head_norm(self.linear(l, "q_proj", &normed)?, nh, &lw.q_norm)?;
+            let k = head_norm(self.linear(l, "k_proj", &normed)?, nkv, &lw.k_norm)?;
+            let v = self.linear(l, "v_proj", &normed)?;
+            let layout = HeadLayout {
+                batch: b,
+                seq: t,
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: hd,
+            };
             let window = if sliding { c.sliding_window } else { None };
-            let attn = causal_attention(&q, &k, &v, c.attention_scale, window)?
-                .reshape((b, nh, t, hd))?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b * t, nh * hd))?;
+            let attn = rotary_attention(&q, &k, &v, cos, sin, layout, c.attention_scale, window)?;
             let mut attn = self.linear(l, "o_proj", &attn)?;
             if let Some(w) = &lw.post_attention_norm {
                 attn = rms_norm(&attn, w, eps)?;
@@ -180,6 +177,24 @@ impl Llama {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
         Ok(frozen_linear(hidden, head)?)
+    }
+
+    /// Mean cross-entropy of the output layer's logits for hidden rows `[n, hidden]` against
+    /// `labels`, without the `[n, vocab]` logits ever existing whole on the CPU
+    /// ([`crate::ops::head_cross_entropy`]); differentiable when `with_gradient`.
+    pub fn head_loss(
+        &self,
+        hidden: &Tensor,
+        labels: &[u32],
+        with_gradient: bool,
+    ) -> Result<Tensor> {
+        let head = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
+        Ok(crate::ops::head_cross_entropy(
+            hidden,
+            head,
+            labels,
+            with_gradient,
+        )?)
     }
 
     /// Logits for every position, `[b, t, vocab]`, in f32.

@@ -400,6 +400,29 @@ pub(crate) fn exp_shifted_into(out: &mut [f32], x: &[f32], scale: f32, shift: f3
     sum
 }
 
+/// `x[i] = e^(x[i] − shift)` for every element, in place; returns their sum, in f32 lanes over
+/// blocks and in f64 across blocks (a vocabulary-sized row).
+fn exp_shifted_in_place(x: &mut [f32], shift: f32) -> f64 {
+    x.chunks_mut(1024)
+        .map(|block| {
+            let mut lanes = [0f32; LANES];
+            let mut chunks = block.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                for j in 0..LANES {
+                    c[j] = fast_exp(c[j] - shift);
+                    lanes[j] += c[j];
+                }
+            }
+            let mut rest = 0f32;
+            for v in chunks.into_remainder() {
+                *v = fast_exp(*v - shift);
+                rest += *v;
+            }
+            (lanes.iter().sum::<f32>() + rest) as f64
+        })
+        .sum()
+}
+
 /// `Σ e^(x[i] − shift)`, summed in f32 lanes over blocks and across blocks in f64 (a row of the
 /// loss has the vocabulary's 49,152–262,144 terms).
 fn sum_exp_shifted(x: &[f32], shift: f32) -> f64 {
@@ -613,6 +636,252 @@ pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(logits, &labels)
 }
 
+/// `dst[m, n] = L · R` (overwritten) for `L[i, kk] = lhs.0[i · lhs.1 + kk · lhs.2]` and
+/// `R[kk, j] = rhs.0[kk · rhs.1 + j · rhs.2]`: an f32 product through strides (transposes are
+/// read in place), parallel over the pool.
+fn strided_product(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    lhs: (&[f32], isize, isize),
+    rhs: (&[f32], isize, isize),
+) {
+    let reach = |(values, rs, cs): (&[f32], isize, isize), rows: usize, cols: usize| {
+        let last = (rows.max(1) - 1) as isize * rs + (cols.max(1) - 1) as isize * cs;
+        assert!(
+            rs >= 0 && cs >= 0 && (values.len() as isize) > last,
+            "strided_product: an operand is too short for its strides"
+        );
+    };
+    assert_eq!(dst.len(), m * n, "strided_product: dst is not [{m}, {n}]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst.fill(0.0);
+        return;
+    }
+    reach(lhs, m, k);
+    reach(rhs, k, n);
+    // SAFETY: the asserts keep every index gemm reads inside `lhs` and `rhs` and every write
+    // inside `dst`, which is borrowed mutably (no aliasing). With `read_dst` false gemm
+    // overwrites `dst` without reading it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.2,
+            lhs.1,
+            rhs.0.as_ptr(),
+            rhs.2,
+            rhs.1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// Rows of logits one block of [`HeadCrossEntropy`] holds: about 16 MB of them, whatever the
+/// vocabulary (49,152 for SmolLM2, 262,144 for Gemma 3).
+fn head_block_rows(vocab: usize) -> usize {
+    ((4 << 20) / vocab.max(1)).clamp(8, 1024)
+}
+
+/// The output layer and the mean cross-entropy as one op over blocks of rows: each block's
+/// logits `x Wᵀ` are made, turned into the loss and, in the same pass, into `∂loss/∂x`
+/// (`(softmax − onehot) · W / n`), then dropped. The `[n, vocabulary]` logits and their
+/// gradient never exist whole, so none of candle's zero-filled gradient buffers, adds and page
+/// faults for them (hundreds of MB a step) are paid; the backward only scales the kept `∂x`.
+struct HeadCrossEntropy {
+    w: Tensor,
+    labels: Vec<u32>,
+    /// Whether the forward pass also computes `∂loss/∂x` (not for evaluation).
+    with_gradient: bool,
+    /// Rows per block ([`head_block_rows`]).
+    block: usize,
+    /// `∂loss/∂x` for a unit upstream gradient, `[n, h]`, taken by the backward pass.
+    grad: Mutex<Option<Vec<f32>>>,
+}
+
+impl HeadCrossEntropy {
+    /// Logits `x_block · Wᵀ` of `rows` rows: bf16 on AMX when set, else f32.
+    fn logits(
+        &self,
+        x: &[f32],
+        rows: usize,
+        w: &[f32],
+        (vocab, h): (usize, usize),
+    ) -> Result<Vec<f32>> {
+        if let Some(product) = bf16_product(x, rows, &self.w, true)? {
+            return Ok(product);
+        }
+        let mut out = vec![0f32; rows * vocab];
+        strided_product(
+            &mut out,
+            (rows, vocab, h),
+            (x, h as isize, 1),
+            (w, 1, h as isize),
+        );
+        Ok(out)
+    }
+
+    /// `g_block · W` (`[rows, h]`): bf16 on AMX when set, else f32.
+    fn input_gradient(
+        &self,
+        g: &[f32],
+        rows: usize,
+        w: &[f32],
+        (vocab, h): (usize, usize),
+    ) -> Result<Vec<f32>> {
+        if let Some(product) = bf16_product(g, rows, &self.w, false)? {
+            return Ok(product);
+        }
+        let mut out = vec![0f32; rows * h];
+        strided_product(
+            &mut out,
+            (rows, h, vocab),
+            (g, vocab as isize, 1),
+            (w, h as isize, 1),
+        );
+        Ok(out)
+    }
+}
+
+impl candle_core::CustomOp1 for HeadCrossEntropy {
+    fn name(&self) -> &'static str {
+        "head-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s, l, "head-cross-entropy")?;
+        let (n, h) = l.shape().dims2()?;
+        let (vocab, wh) = self.w.dims2()?;
+        if wh != h || self.labels.len() != n {
+            candle_core::bail!(
+                "head-cross-entropy: {n} rows of width {h}, {} labels, output layer [{vocab}, {wh}]",
+                self.labels.len()
+            );
+        }
+        if let Some(&bad) = self.labels.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!(
+                "head-cross-entropy: label {bad} is outside the vocabulary ({vocab})"
+            );
+        }
+        let w = self.w.contiguous()?;
+        let (w_storage, w_layout) = w.storage_and_layout();
+        let w_values = match &*w_storage {
+            candle_core::Storage::Cpu(ws) => cpu_f32(ws, w_layout, "head-cross-entropy weight")?,
+            _ => candle_core::bail!("head-cross-entropy: the output layer is not on the CPU"),
+        };
+        let block = self.block.max(1);
+        let inv_n = 1.0 / n.max(1) as f32;
+        let mut total = 0f64;
+        let mut grad = if self.with_gradient {
+            Vec::with_capacity(n * h)
+        } else {
+            Vec::new()
+        };
+        for start in (0..n).step_by(block) {
+            let rows = block.min(n - start);
+            let mut logits = self.logits(
+                &x[start * h..(start + rows) * h],
+                rows,
+                w_values,
+                (vocab, h),
+            )?;
+            let labels = &self.labels[start..start + rows];
+            // Each row becomes its loss term and, in place, (softmax − onehot) / n.
+            total += logits
+                .par_chunks_mut(vocab)
+                .zip(labels.par_iter())
+                .map(|(row, &label)| {
+                    let target = row[label as usize];
+                    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+                    let sum = exp_shifted_in_place(row, max);
+                    let inv = inv_n / sum as f32;
+                    row.iter_mut().for_each(|v| *v *= inv);
+                    row[label as usize] -= inv_n;
+                    sum.ln() + max as f64 - target as f64
+                })
+                .sum::<f64>();
+            if self.with_gradient {
+                grad.extend_from_slice(&self.input_gradient(
+                    &logits,
+                    rows,
+                    w_values,
+                    (vocab, h),
+                )?);
+            }
+        }
+        if self.with_gradient {
+            *self.grad.lock().unwrap_or_else(|e| e.into_inner()) = Some(grad);
+        }
+        Ok((
+            CpuStorage::F32(vec![(total / n.max(1) as f64) as f32]),
+            Shape::from(()),
+        ))
+    }
+
+    fn bwd(&self, x: &Tensor, _loss: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let Some(mut grad) = self.grad.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            candle_core::bail!("head-cross-entropy: backward without a forward pass that kept ∂x")
+        };
+        let scale = g.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if scale != 1.0 {
+            grad.par_iter_mut().for_each(|v| *v *= scale);
+        }
+        Ok(Some(Tensor::from_vec(grad, x.shape(), x.device())?))
+    }
+}
+
+/// Mean cross-entropy of the logits `x · wᵀ` against `labels`, for hidden rows `x [n, h]` and a
+/// frozen output layer `w [vocabulary, h]`; differentiable in `x` when `with_gradient` (which
+/// makes the forward pass compute the gradient too). On the CPU in f32, one blocked op
+/// ([`HeadCrossEntropy`]); elsewhere [`frozen_linear`] then [`cross_entropy`].
+pub fn head_cross_entropy(
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[u32],
+    with_gradient: bool,
+) -> Result<Tensor> {
+    head_cross_entropy_in_blocks(x, w, labels, with_gradient, head_block_rows(w.dim(0)?))
+}
+
+fn head_cross_entropy_in_blocks(
+    x: &Tensor,
+    w: &Tensor,
+    labels: &[u32],
+    with_gradient: bool,
+    block: usize,
+) -> Result<Tensor> {
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+        let op = HeadCrossEntropy {
+            w: w.clone(),
+            labels: labels.to_vec(),
+            with_gradient,
+            block,
+            grad: Mutex::new(None),
+        };
+        let x = x.contiguous()?;
+        return if with_gradient {
+            x.apply_op1(op)
+        } else {
+            x.detach().apply_op1_no_bwd(&op)
+        };
+    }
+    let x = if with_gradient { x.clone() } else { x.detach() };
+    cross_entropy(&frozen_linear(&x, w)?.to_dtype(DType::F32)?, labels)
+}
+
 /// Contiguous f32 values of a CPU tensor.
 fn values(t: &Tensor) -> Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1::<f32>()
@@ -637,12 +906,7 @@ fn rotate(x: &[f32], out: &mut [f32], cos: &[f32], sin: &[f32], t: usize, d: usi
                 &cos[pos * half..(pos + 1) * half],
                 &sin[pos * half..(pos + 1) * half],
             );
-            for i in 0..half {
-                let (a, b) = (xr[i], xr[i + half]);
-                let s = if inverse { -s[i] } else { s[i] };
-                o[i] = a * c[i] - b * s;
-                o[i + half] = b * c[i] + a * s;
-            }
+            crate::attention::rotate_row(xr, o, c, s, inverse);
         });
 }
 
@@ -935,6 +1199,54 @@ mod tests {
                 assert!(diff < tolerance, "{precision:?}: d{name} off by {diff}");
             }
         }
+    }
+
+    /// The blocked output layer + loss against the composite (frozen linear, then the loss):
+    /// the loss and `∂x` under an upstream factor of 3, in f32 and in bf16 on AMX where present,
+    /// with blocks that do not divide the rows; without the gradient, the same loss and no graph.
+    #[test]
+    fn head_cross_entropy_matches_the_head_then_the_loss() {
+        let (n, h, vocab) = (23, 40, 301);
+        let x = Var::from_tensor(&randn(&[n, h], 31)).unwrap();
+        let w = randn(&[vocab, h], 32);
+        let labels: Vec<u32> = (0..n as u32).map(|i| (i * 37 + 5) % vocab as u32).collect();
+        let mut precisions = vec![(MatmulPrecision::F32, 1e-5)];
+        if amx::available() {
+            precisions.push((MatmulPrecision::Bf16, 2e-2));
+        }
+        for (precision, tolerance) in precisions {
+            let _scope = MatmulPrecisionScope::enter(precision).unwrap();
+            let reference =
+                cross_entropy(&frozen_linear(x.as_tensor(), &w).unwrap(), &labels).unwrap();
+            let g_ref = (&reference * 3.0).unwrap().backward().unwrap();
+            let dx_ref = g_ref.get(x.as_tensor()).unwrap();
+            let scale = dx_ref
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            for block in [4, 8, 1024] {
+                let label = format!("{precision:?}, blocks of {block}");
+                let ours =
+                    head_cross_entropy_in_blocks(x.as_tensor(), &w, &labels, true, block).unwrap();
+                let (a, b) = (
+                    ours.to_scalar::<f32>().unwrap(),
+                    reference.to_scalar::<f32>().unwrap(),
+                );
+                assert!((a - b).abs() / b < tolerance, "{label}: loss {a} vs {b}");
+                let g = (&ours * 3.0).unwrap().backward().unwrap();
+                let diff = max_diff(g.get(x.as_tensor()).unwrap(), dx_ref) / scale;
+                assert!(diff < tolerance, "{label}: ∂x off by {diff} (relative)");
+                let plain =
+                    head_cross_entropy_in_blocks(x.as_tensor(), &w, &labels, false, block).unwrap();
+                assert_eq!(plain.to_scalar::<f32>().unwrap(), a, "{label}");
+                assert!(plain.backward().unwrap().get(x.as_tensor()).is_none());
+            }
+        }
+        let bad = head_cross_entropy(x.as_tensor(), &w, &[vocab as u32; 23], true).unwrap_err();
+        assert!(bad.to_string().contains("outside the vocabulary"), "{bad}");
     }
 
     /// Each fused op against candle's differentiable composite: outputs and input gradients.

@@ -385,11 +385,16 @@ impl Trainer {
     pub fn batch_loss(&self, batch: &[usize]) -> Result<(Tensor, usize, usize)> {
         let _precision = crate::MatmulPrecisionScope::enter(self.config.matmul)?;
         let examples: Vec<&Example> = batch.iter().map(|&i| &self.examples[i]).collect();
-        self.loss_of(&examples)
+        self.loss_of(&examples, true)
     }
 
-    /// Mean cross-entropy over the target tokens of `examples` (one padded batch).
-    fn loss_of(&self, examples: &[&Example]) -> Result<(Tensor, usize, usize)> {
+    /// Mean cross-entropy over the target tokens of `examples` (one padded batch),
+    /// differentiable when `with_gradient`.
+    fn loss_of(
+        &self,
+        examples: &[&Example],
+        with_gradient: bool,
+    ) -> Result<(Tensor, usize, usize)> {
         let device = self.model.device();
         let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
         let mut ids = Vec::with_capacity(examples.len() * t);
@@ -416,8 +421,7 @@ impl Trainer {
         let picked = hidden
             .reshape((examples.len() * t, h))?
             .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
-        let logits = self.model.logits(&picked)?.to_dtype(DType::F32)?;
-        let loss = crate::ops::cross_entropy(&logits, &labels)?;
+        let loss = self.model.head_loss(&picked, &labels, with_gradient)?;
         Ok((loss, examples.len() * t, rows.len()))
     }
 
@@ -436,7 +440,7 @@ impl Trainer {
         order.sort_by_key(|e| e.ids.len());
         let (mut sum, mut count) = (0f64, 0usize);
         for chunk in order.chunks(self.config.batch.max(1)) {
-            let (loss, _, n) = self.loss_of(chunk)?;
+            let (loss, _, n) = self.loss_of(chunk, false)?;
             sum += loss.detach().to_scalar::<f32>()? as f64 * n as f64;
             count += n;
         }
