@@ -1021,6 +1021,8 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 struct LoraLinear {
     w: Tensor,
     scale: f64,
+    /// `x Aᵀ` (`[m, r]`, unscaled) of the forward pass, taken by the backward pass.
+    low: Mutex<Option<Vec<f32>>>,
 }
 
 impl candle_core::CustomOp3 for LoraLinear {
@@ -1045,6 +1047,8 @@ impl candle_core::CustomOp3 for LoraLinear {
         let (CpuStorage::F32(mut y), CpuStorage::F32(h), CpuStorage::F32(b)) = (y, h, bs) else {
             candle_core::bail!("lora-linear: only f32 is supported on CPU")
         };
+        let mut low = self.low.lock().unwrap_or_else(|e| e.into_inner());
+        let h = low.insert(h);
         let Some((b_start, b_end)) = bl.contiguous_offsets() else {
             candle_core::bail!("lora-linear: B is not contiguous")
         };
@@ -1052,7 +1056,7 @@ impl candle_core::CustomOp3 for LoraLinear {
         add_scaled_product(
             &mut y,
             (m, n, r),
-            &h,
+            h,
             (&b[b_start..b_end], 1, r as isize),
             self.scale as f32,
         );
@@ -1072,8 +1076,11 @@ impl candle_core::CustomOp3 for LoraLinear {
         let gb = (g.matmul(b)? * self.scale)?; // [m, r]
         let dx = input_gradient_plus_low_rank(g, &self.w, &gb, a)?;
         let da = gb.t()?.matmul(x)?;
-        let h = (x.matmul(&a.t()?)? * self.scale)?; // [m, r]
-        let db = g.t()?.matmul(&h)?;
+        let h = match self.low.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(h) => Tensor::from_vec(h, (x.dim(0)?, a.dim(0)?), x.device())?,
+            None => x.matmul(&a.t()?)?,
+        }; // [m, r]
+        let db = (g.t()?.matmul(&h)? * self.scale)?;
         Ok((Some(dx), Some(da), Some(db)))
     }
 }
@@ -1090,6 +1097,7 @@ pub fn lora_linear(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -
             LoraLinear {
                 w: w.clone(),
                 scale,
+                low: Mutex::new(None),
             },
         )?
     } else {
