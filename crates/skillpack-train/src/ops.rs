@@ -145,19 +145,26 @@ fn bf16_product(a: &[f32], m: usize, w: &Tensor, transposed: bool) -> Result<Opt
 /// `g · W` for a gradient `g [m, out]` and a frozen `W [out, in]`: bf16 on AMX when set, else
 /// candle's f32 matmul.
 fn input_gradient(g: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if bf16_matmuls() && g.device().is_cpu() && g.dtype() == DType::F32 {
-        let (m, _) = g.dims2()?;
-        let g = g.contiguous()?;
-        let (storage, layout) = g.storage_and_layout();
-        if let (candle_core::Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) =
-            (&*storage, layout.contiguous_offsets())
-        {
-            if let Some(product) = bf16_product(&values[start..end], m, w, false)? {
-                return Tensor::from_vec(product, (m, w.dim(1)?), g.device());
-            }
-        }
+    match bf16_input_gradient(g, w)? {
+        Some(product) => Tensor::from_vec(product, (g.dim(0)?, w.dim(1)?), g.device()),
+        None => g.matmul(w),
     }
-    g.matmul(w)
+}
+
+/// `g · W` in bf16 on AMX as plain values, when set and `g` is f32 on the CPU; else `None`.
+fn bf16_input_gradient(g: &Tensor, w: &Tensor) -> Result<Option<Vec<f32>>> {
+    if !(bf16_matmuls() && g.device().is_cpu() && g.dtype() == DType::F32) {
+        return Ok(None);
+    }
+    let (m, _) = g.dims2()?;
+    let g = g.contiguous()?;
+    let (storage, layout) = g.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => {
+            bf16_product(&values[start..end], m, w, false)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// `dst[m, n] += s · lhs[m, r] · R` for a row-major `dst` and `lhs`, where `R[kk, j]` is
@@ -220,31 +227,19 @@ fn add_scaled_product(
 /// the low-rank part is added into the bf16 product in place; otherwise two candle matmuls and
 /// an add.
 fn input_gradient_plus_low_rank(g: &Tensor, w: &Tensor, gb: &Tensor, a: &Tensor) -> Result<Tensor> {
-    if bf16_matmuls() && g.device().is_cpu() && g.dtype() == DType::F32 {
-        let (m, _) = g.dims2()?;
+    if let Some(mut dx) = bf16_input_gradient(g, w)? {
+        let m = g.dim(0)?;
         let (r, k) = a.dims2()?;
-        let (g, gb, a) = (g.contiguous()?, gb.contiguous()?, a.contiguous()?);
-        let product = {
-            let (storage, layout) = g.storage_and_layout();
-            match (&*storage, layout.contiguous_offsets()) {
-                (candle_core::Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => {
-                    bf16_product(&values[start..end], m, w, false)?
-                }
-                _ => None,
-            }
-        };
-        if let Some(mut dx) = product {
-            let gb_values = gb.flatten_all()?.to_vec1::<f32>()?;
-            let a_values = a.flatten_all()?.to_vec1::<f32>()?;
-            add_scaled_product(
-                &mut dx,
-                (m, k, r),
-                &gb_values,
-                (&a_values, k as isize, 1),
-                1.0,
-            );
-            return Tensor::from_vec(dx, (m, k), g.device());
-        }
+        let gb_values = gb.flatten_all()?.to_vec1::<f32>()?;
+        let a_values = a.flatten_all()?.to_vec1::<f32>()?;
+        add_scaled_product(
+            &mut dx,
+            (m, k, r),
+            &gb_values,
+            (&a_values, k as isize, 1),
+            1.0,
+        );
+        return Tensor::from_vec(dx, (m, k), g.device());
     }
     input_gradient(g, w)? + gb.matmul(a)?
 }
