@@ -840,8 +840,8 @@ impl candle_core::CustomOp1 for HeadCrossEntropy {
 
 /// Mean cross-entropy of the logits `x · wᵀ` against `labels`, for hidden rows `x [n, h]` and a
 /// frozen output layer `w [vocabulary, h]`; differentiable in `x` when `with_gradient` (which
-/// makes the forward pass compute the gradient too). On the CPU in f32, one blocked op
-/// ([`HeadCrossEntropy`]); elsewhere [`frozen_linear`] then [`cross_entropy`].
+/// makes the forward pass compute the gradient too). On the CPU in f32, one op
+/// over row blocks; elsewhere [`frozen_linear`] then the plain cross-entropy.
 pub fn head_cross_entropy(
     x: &Tensor,
     w: &Tensor,
