@@ -41,31 +41,14 @@ fn product(
     let mut out = vec![0f32; m * n];
     let (lhs_rs, lhs_cs) = if a_t { (1, m) } else { (k, 1) };
     let (rhs_rs, rhs_cs) = if b_t { (1, k) } else { (n, 1) };
-    // SAFETY: the strides describe `a` ([m, k] or its transpose), `b` and `out` exactly, all
-    // in bounds; `out` does not alias the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            b.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    // Sequential: the heads already run in parallel.
+    crate::ops::strided_product(
+        &mut out,
+        (m, n, k),
+        (a, lhs_rs as isize, lhs_cs as isize),
+        (b, rhs_rs as isize, rhs_cs as isize),
+        false,
+    );
     out
 }
 

@@ -633,12 +633,14 @@ pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
 
 /// `dst[m, n] = L · R` (overwritten) for `L[i, kk] = lhs.0[i · lhs.1 + kk · lhs.2]` and
 /// `R[kk, j] = rhs.0[kk · rhs.1 + j · rhs.2]`: an f32 product through strides (transposes are
-/// read in place), parallel over the pool.
-fn strided_product(
+/// read in place), parallel over the pool when `parallel` (callers already inside a parallel
+/// loop pass false).
+pub(crate) fn strided_product(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
     lhs: (&[f32], isize, isize),
     rhs: (&[f32], isize, isize),
+    parallel: bool,
 ) {
     let reach = |(values, rs, cs): (&[f32], isize, isize), rows: usize, cols: usize| {
         let last = (rows.max(1) - 1) as isize * rs + (cols.max(1) - 1) as isize * cs;
@@ -680,7 +682,11 @@ fn strided_product(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }
@@ -725,6 +731,7 @@ impl HeadCrossEntropy {
             (rows, vocab, h),
             (x, h as isize, 1),
             (w, 1, h as isize),
+            true,
         );
         Ok(out)
     }
@@ -746,6 +753,7 @@ impl HeadCrossEntropy {
             (rows, h, vocab),
             (g, vocab as isize, 1),
             (w, h as isize, 1),
+            true,
         );
         Ok(out)
     }
