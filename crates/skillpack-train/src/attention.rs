@@ -106,12 +106,8 @@ impl CausalAttention {
                 .iter()
                 .fold(f32::NEG_INFINITY, |m, v| m.max(*v))
                 * self.scale;
-            let mut sum = 0f32;
-            for v in &mut x[first..=i] {
-                *v = crate::ops::fast_exp(*v * self.scale - max);
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
+            let sum = crate::ops::exp_shifted_in_place(&mut x[first..=i], self.scale, max);
+            let inv = (1.0 / sum) as f32;
             x[first..=i].iter_mut().for_each(|v| *v *= inv);
             x[..first].iter_mut().for_each(|v| *v = 0.0);
             x[i + 1..].iter_mut().for_each(|v| *v = 0.0);

@@ -395,22 +395,22 @@ pub(crate) fn exp_shifted_into(out: &mut [f32], x: &[f32], scale: f32, shift: f3
     sum
 }
 
-/// `x[i] = e^(x[i] − shift)` for every element, in place; returns their sum, in f32 lanes over
-/// blocks and in f64 across blocks (a vocabulary-sized row).
-fn exp_shifted_in_place(x: &mut [f32], shift: f32) -> f64 {
+/// `x[i] = e^(scale · x[i] − shift)` for every element, in place; returns their sum, in f32
+/// lanes over blocks and in f64 across blocks (a vocabulary-sized row).
+pub(crate) fn exp_shifted_in_place(x: &mut [f32], scale: f32, shift: f32) -> f64 {
     x.chunks_mut(1024)
         .map(|block| {
             let mut lanes = [0f32; LANES];
             let mut chunks = block.chunks_exact_mut(LANES);
             for c in &mut chunks {
                 for j in 0..LANES {
-                    c[j] = fast_exp(c[j] - shift);
+                    c[j] = fast_exp(c[j] * scale - shift);
                     lanes[j] += c[j];
                 }
             }
             let mut rest = 0f32;
             for v in chunks.into_remainder() {
-                *v = fast_exp(*v - shift);
+                *v = fast_exp(*v * scale - shift);
                 rest += *v;
             }
             (lanes.iter().sum::<f32>() + rest) as f64
@@ -809,7 +809,7 @@ impl candle_core::CustomOp1 for HeadCrossEntropy {
                 .map(|(row, &label)| {
                     let target = row[label as usize];
                     let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-                    let sum = exp_shifted_in_place(row, max);
+                    let sum = exp_shifted_in_place(row, 1.0, max);
                     let inv = inv_n / sum as f32;
                     row.iter_mut().for_each(|v| *v *= inv);
                     row[label as usize] -= inv_n;
