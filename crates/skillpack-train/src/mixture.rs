@@ -267,9 +267,12 @@ pub fn train_router(
             .collect();
         let row_weights = w.index_select(&Tensor::new(row_example.as_slice(), &device)?, 0)?;
         model.mixture_weights = Some(row_weights);
-        let loss = lm_loss(model, examples, &batch, t)?;
-        optimizer.backward_step(&loss)?;
-        let value = loss.to_scalar::<f32>()?;
+        // The forward and backward pass on a worker of candle's pool (see `Trainer::train_step`).
+        let value = device.with_context(|| -> Result<f32> {
+            let loss = lm_loss(model, examples, &batch, t)?;
+            optimizer.backward_step(&loss)?;
+            Ok(loss.to_scalar::<f32>()?)
+        })?;
         losses.push(value);
         on_step(step + 1, value);
         let done = step + 1;
