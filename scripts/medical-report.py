@@ -281,6 +281,16 @@ def main():
         if d and b and d.get("interval") and d["interval"][1] < headline(b):
             below.append(f"{TITLES[task]} ({100 * headline(d):.1f} [{100 * d['interval'][0]:.1f}, {100 * d['interval'][1]:.1f}] vs base {100 * headline(b):.1f})")
     checks.append(("no task below base beyond its interval (default)", not below, "; ".join(below) or "none"))
+    # The same check on the whole dev splits, where they were evaluated (the final table).
+    whole_path = os.path.join(a.work, "eval-whole", "results.json")
+    if os.path.exists(whole_path):
+        wby = {(r["config"], r["task"]): r for r in json.load(open(whole_path))}
+        below_whole = []
+        for task in SEEN + UNSEEN:
+            d, b = wby.get((f"router:{default}", task)), wby.get(("base", task))
+            if d and b and d.get("interval") and d["interval"][1] < headline(b):
+                below_whole.append(f"{TITLES[task]} ({100 * headline(d):.1f} [{100 * d['interval'][0]:.1f}, {100 * d['interval'][1]:.1f}] vs base {100 * headline(b):.1f})")
+        checks.append(("… on the whole dev splits", not below_whole, "; ".join(below_whole) or "none"))
     collapsed = []
     for (config, task), s in by.items():
         own_task_router = config.startswith("router:task-") and config.split("@")[0] == f"router:task-{task}"
