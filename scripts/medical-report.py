@@ -456,7 +456,7 @@ def main():
                       f"| {r['ratio']:.3f} | {dev[0]} | {dev[1]} |")
         md.append("")
     md.append("Full tables of every configuration and metric (`eval/table.md` and `eval-select/table.md` of the build),")
-    md.append("whole dev splits:")
+    md.append(f"on {split_words.get(a.eval_limit, f'its first {a.eval_limit} dev items').removeprefix('its ')} of each task:")
     md.append("")
     md.append(open(os.path.join(a.work, "eval", "table.md")).read())
     if select:
@@ -474,12 +474,16 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     md.append(f"Report written at commit {commit}; skills: AdaLoRA on {a.targets}, r 12 → 8, {a.epochs} epoch(s) within at most {a.max_steps} steps, best step by dev loss, seed {a.seed}.")
     md.append("")
-    md.append("| stage | wall time (s) |")
+    md.append("| stage | wall time (s), summed over the runs |")
     md.append("|---|---|")
     times = os.path.join(a.work, "stage-times.tsv")
     if os.path.exists(times):
+        # Summed per stage over the runs (an interrupted stage resumes in a later run).
+        summed = {}
         for line in open(times):
             name, secs = line.rstrip("\n").split("\t")
+            summed[name] = summed.get(name, 0) + int(secs)
+        for name, secs in summed.items():
             md.append(f"| {name} | {secs} |")
     md.append("")
     evaluated = [r for r in results + select if not r.get("same_as")]
