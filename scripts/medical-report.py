@@ -396,6 +396,28 @@ def main():
                 per = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(r["per_skill"].items()))
                 md.append(f"| {label} | {r['router']} | {r['features']} | {r['correct']}/{r['prompts']} ({100 * r['top1']:.0f} %) | {per} |")
         md.append("")
+    # What the skills answer to prompts in users' own words (the first three free-form prompts of
+    # each skill, routed by the pack's default router, greedy): the format, not only the route.
+    answers_path = os.path.join(a.work, "freeform-answers.jsonl")
+    if os.path.exists(answers_path):
+        answers = [json.loads(line) for line in open(answers_path) if line.strip()]
+        md.append("## How the pack answers prompts in users' own words")
+        md.append("")
+        md.append("The first three prompts of each skill in `examples/routing/freeform.jsonl`, run with "
+                  "`skillpack run --pack PACK --temp 0 -n 96` (the pack's default routing; answers cut at 160 "
+                  "characters):")
+        md.append("")
+        md.append("| written for | prompt | weights | answer |")
+        md.append("|---|---|---|---|")
+
+        def cell(text, width):
+            text = " ".join(text.split()).replace("|", "\\|")
+            return text if len(text) <= width else text[: width - 1] + "…"
+
+        for item in answers:
+            weights = ", ".join(f"{skill} {weight:.2f}" for skill, weight in (item.get("weights") or [])) or "(no skill)"
+            md.append(f"| {item['skill']} | {cell(item['prompt'], 90)} | {weights} | {cell(item['answer'], 160)} |")
+        md.append("")
     # Stage 2: what the task routers learned, and, for the first two whose routing changed, their
     # weights before and after training.
     learned_rows, before_after = [], []
