@@ -20,12 +20,13 @@ fn medical_pack_fits_and_routes() {
     assert!(ok, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["skills"], 12);
-    // Every router of the report: general (b) on both feature variants, prototype (c), and an
-    // end-to-end router (a) per task, each bound to its task.
+    // Every router of the report: general (b) — its softmax head, the committing copies (sparsemax,
+    // the default, and top-1), and the candidates on hidden and embedding features —, prototype (c),
+    // and an end-to-end router (a) per task, each bound to its task.
     let (ok, out, err) = skillpack(&[&"router", &"list", &"--pack", &pack(), &"--json"]);
     assert!(ok, "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(list["default"], "general");
+    assert_eq!(list["default"], "general-sparsemax");
     let mut routers: Vec<(String, String)> = list["routers"]
         .as_array()
         .unwrap()
@@ -42,14 +43,21 @@ fn medical_pack_fits_and_routes() {
         .iter()
         .map(|t| (format!("task-{t}"), t.to_string()))
         .chain(
-            ["general", "general-embedding", "prototype"]
-                .iter()
-                .map(|n| (n.to_string(), String::new())),
+            [
+                "general",
+                "general-sparsemax",
+                "general-top1",
+                "general-embedding",
+                "general-hidden",
+                "prototype",
+            ]
+            .iter()
+            .map(|n| (n.to_string(), String::new())),
         )
         .collect();
     expected.sort();
     assert_eq!(routers, expected);
-    for router in ["general", "general-embedding"] {
+    for router in ["general", "general-sparsemax", "general-embedding"] {
         for (prompt, skill) in [(NER, "ner"), (MCQA, "mcqa"), (QA, "qa")] {
             let (ok, out, err) = skillpack(&[
                 &"router",
