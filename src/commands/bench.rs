@@ -40,7 +40,7 @@ pub struct Args {
     /// Fraction of the fused delta's energy kept by fused-compressed.
     #[arg(long, default_value_t = 0.999)]
     pub energy: f64,
-    /// Storage type of fused adapters (default: the engine's, f16).
+    /// Storage type of fused adapters (default: the engine's, q8_0).
     #[arg(long)]
     pub fused_type: Option<skillpack_convert::OutType>,
     /// Layers to offload to a GPU for every configuration (-1: all); needs a build with the
