@@ -21,6 +21,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The settings given to this run (beyond RAW, SEED, EPOCHS, MAX_STEPS, TARGETS, which the report
+# always states), so the report's command is the one that made the pack.
+SETTINGS=""
+for var in MODEL PACK WORK MODEL_TITLE MIN_STEPS EVAL_EVERY PATIENCE DEV_LIMIT SKILLS \
+  ROUTING_PROMPTS PROMPT_REPEATS CANDIDATE_ROUTERS EVAL_LIMIT SCORING SELECT_CONFIGS SELECT_LIMIT \
+  SINGLE_SKILLS EVAL_WHOLE TASK_ROUTER_ARGS; do
+  [[ -n "${!var:-}" ]] && SETTINGS+="$var=$(printf '%q' "${!var}") "
+done
+
 RAW=${RAW:-../shared/data/raw}
 WORK=${WORK:-runs/medical}
 PACK=${PACK:-examples/packs/medical-smollm2}
@@ -67,6 +76,9 @@ SELECT_CONFIGS=${SELECT_CONFIGS:-base,router:general,router:general-top1,router:
 SELECT_LIMIT=${SELECT_LIMIT:-}
 SINGLE_SKILLS=${SINGLE_SKILLS:-"mrc mcqa qa ner re er mldc nli ts"}
 EVAL_WHOLE=${EVAL_WHOLE:-1}
+# Extra arguments of every stage-2 task router's training (`router train --method end-to-end`),
+# for a slower model to trim, e.g. "--steps 40 --validation-limit 40" (stated in the report).
+TASK_ROUTER_ARGS=${TASK_ROUTER_ARGS:-}
 
 # Every command takes its model from SKILLPACK_MODEL when none is given.
 if [[ -n "${MODEL:-}" ]]; then
@@ -165,7 +177,7 @@ if stage routers; then
   for t in $SEEN $UNSEEN; do
     has_router "task-$t" || timed "router-task-$t" "$BIN" router train --pack "$BUILD" --method end-to-end \
       --features segment-lexical --task "$t" --raw "$RAW" --name "task-$t" --threads "$THREADS" \
-      --seed "$SEED" >&2
+      --seed "$SEED" $TASK_ROUTER_ARGS >&2
   done
 fi
 
@@ -263,7 +275,7 @@ if stage report; then
   "$BIN" curves "$WORK"/skills/* -o "$BUILD/dev-loss.svg" >"$WORK/curves.md"
   python3 scripts/medical-report.py --work "$WORK" --pack "$BUILD" --raw "$RAW" --seed "$SEED" \
     --epochs "$EPOCHS" --max-steps "$MAX_STEPS" --targets "$TARGETS" --threads "$THREADS" \
-    --eval-limit "$EVAL_LIMIT"
+    --eval-limit "$EVAL_LIMIT" --settings "${SETTINGS% }"
 fi
 
 if stage publish; then

@@ -151,6 +151,7 @@ def main():
     ap.add_argument("--targets", required=True)
     ap.add_argument("--threads", required=True, help="threads the router bench ran with")
     ap.add_argument("--eval-limit", default="0", help="items per task of the final table (0: whole splits)")
+    ap.add_argument("--settings", default="", help="the build's settings that differ from its defaults, as VAR=VALUE words")
     a = ap.parse_args()
 
     results = json.load(open(os.path.join(a.work, "eval", "results.json")))
@@ -491,7 +492,8 @@ def main():
     md.append("")
     md.append("```sh")
     raw = os.path.relpath(os.path.realpath(a.raw), os.path.realpath(os.getcwd()))
-    md.append(f"RAW={raw} SEED={a.seed} EPOCHS={a.epochs} MAX_STEPS={a.max_steps} TARGETS={a.targets} scripts/build-medical-pack.sh")
+    settings = f"{a.settings} " if a.settings else ""
+    md.append(f"RAW={raw} SEED={a.seed} EPOCHS={a.epochs} MAX_STEPS={a.max_steps} TARGETS={a.targets} {settings}scripts/build-medical-pack.sh")
     md.append("```")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     md.append(f"Report written at commit {commit}; skills: AdaLoRA on {a.targets}, r 12 → 8, {a.epochs} epoch(s) within at most {a.max_steps} steps, best step by dev loss, seed {a.seed}.")
