@@ -102,7 +102,7 @@ pub enum RouterCommand {
         /// Router name (default: the pack's default router).
         #[arg(long)]
         router: Option<String>,
-        /// softmax, sparsemax or top1:THRESHOLD.
+        /// softmax, sparsemax, top1:THRESHOLD (the top skill alone when sure) or blend:THRESHOLD (sparsemax when sure, every skill alike when not).
         #[arg(long)]
         mode: String,
         /// Save as a new router with this name (default: change the router in place).

@@ -48,7 +48,8 @@ pub struct RouterConfig {
 }
 
 /// How a router's scores (logits / temperature) become weights. Softmax spreads some weight over
-/// every skill; the other two commit to the chosen skill, so it is not diluted by the rest.
+/// every skill; sparsemax and top-1 commit to the chosen skill, so it is not diluted by the rest;
+/// blend commits when the router is sure and mixes every skill equally when it is not.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum Commit {
@@ -61,6 +62,11 @@ pub enum Commit {
     /// The top output alone at weight 1 when its softmax probability is at least `threshold`;
     /// the softmax otherwise.
     Top1 { threshold: f32 },
+    /// Sparsemax when the softmax's top probability is at least `threshold`; otherwise every
+    /// skill at the same weight (1 / skills; "no skill" gets none). A prompt unlike any skill's
+    /// records (an unseen task) then gets the uniform mixture, which on the medical pack's
+    /// unseen tasks beat every single routing.
+    Blend { threshold: f32 },
 }
 
 impl Commit {
@@ -68,21 +74,30 @@ impl Commit {
         *self == Commit::Softmax
     }
 
-    /// Parses `softmax`, `sparsemax` or `top1:THRESHOLD` (e.g. `top1:0.5`).
+    /// Parses `softmax`, `sparsemax`, `top1:THRESHOLD` (e.g. `top1:0.5`) or `blend:THRESHOLD`.
     pub fn parse(spec: &str) -> std::result::Result<Self, String> {
-        match spec {
-            "softmax" => Ok(Commit::Softmax),
-            "sparsemax" => Ok(Commit::Sparsemax),
-            s => {
-                let t = s
-                    .strip_prefix("top1:")
-                    .and_then(|t| t.parse::<f32>().ok())
-                    .filter(|t| (0.0..=1.0).contains(t))
-                    .ok_or_else(|| {
-                        format!("unknown commit mode `{s}` (softmax, sparsemax, top1:T with T in [0, 1])")
-                    })?;
-                Ok(Commit::Top1 { threshold: t })
-            }
+        let threshold = |t: &str| t.parse::<f32>().ok().filter(|t| (0.0..=1.0).contains(t));
+        let parsed = match spec {
+            "softmax" => Some(Commit::Softmax),
+            "sparsemax" => Some(Commit::Sparsemax),
+            s => match s.split_once(':') {
+                Some(("top1", t)) => threshold(t).map(|threshold| Commit::Top1 { threshold }),
+                Some(("blend", t)) => threshold(t).map(|threshold| Commit::Blend { threshold }),
+                _ => None,
+            },
+        };
+        parsed.ok_or_else(|| {
+            format!(
+                "unknown commit mode `{spec}` (softmax, sparsemax, top1:T or blend:T with T in [0, 1])"
+            )
+        })
+    }
+
+    /// The threshold of a thresholded mode.
+    fn threshold(&self) -> Option<f32> {
+        match *self {
+            Commit::Top1 { threshold } | Commit::Blend { threshold } => Some(threshold),
+            Commit::Softmax | Commit::Sparsemax => None,
         }
     }
 
@@ -92,11 +107,13 @@ impl Commit {
             Commit::Softmax => "softmax".into(),
             Commit::Sparsemax => "sparsemax".into(),
             Commit::Top1 { threshold } => format!("top1:{threshold}"),
+            Commit::Blend { threshold } => format!("blend:{threshold}"),
         }
     }
 
-    /// The weights of `logits` at `temperature` under this mode (they sum to 1).
-    pub fn weights(&self, logits: &[f32], temperature: f32) -> Vec<f32> {
+    /// The weights of `logits` at `temperature` under this mode (they sum to 1). With
+    /// `none_entry`, the last output is "no skill".
+    pub fn weights(&self, logits: &[f32], temperature: f32, none_entry: bool) -> Vec<f32> {
         match *self {
             Commit::Softmax => softmax(logits, temperature),
             Commit::Sparsemax => {
@@ -110,6 +127,20 @@ impl Commit {
                     (0..p.len()).map(|i| (i == top) as u8 as f32).collect()
                 } else {
                     p
+                }
+            }
+            Commit::Blend { threshold } => {
+                let p = softmax(logits, temperature);
+                if p.iter().any(|v| !v.is_finite()) {
+                    return p;
+                }
+                if p.iter().copied().fold(0f32, f32::max) >= threshold {
+                    Commit::Sparsemax.weights(logits, temperature, none_entry)
+                } else {
+                    let skills = p.len() - none_entry as usize;
+                    (0..p.len())
+                        .map(|i| if i < skills { 1.0 / skills as f32 } else { 0.0 })
+                        .collect()
                 }
             }
         }
@@ -185,7 +216,7 @@ impl Router {
                 self.config.temperature
             ));
         }
-        if let Commit::Top1 { threshold } = self.config.commit {
+        if let Some(threshold) = self.config.commit.threshold() {
             if !(0.0..=1.0).contains(&threshold) {
                 return Err(format!("commit threshold {threshold} must be in [0, 1]"));
             }
@@ -248,7 +279,10 @@ impl Router {
         if !(t > 0.0 && t.is_finite()) {
             return Err(RouteError::Invalid(format!("temperature {t} must be > 0")));
         }
-        let p = self.config.commit.weights(&self.logits(features)?, t);
+        let p = self
+            .config
+            .commit
+            .weights(&self.logits(features)?, t, self.config.none_entry);
         // Finite tensors can still overflow (huge weights, a tiny temperature): refuse rather
         // than hand NaN scales to llama.cpp.
         if p.iter().any(|v| !v.is_finite()) {
@@ -529,6 +563,33 @@ mod tests {
         );
         assert_eq!(Commit::parse("sparsemax").unwrap(), Commit::Sparsemax);
         assert!(Commit::parse("top1:2").is_err() && Commit::parse("max").is_err());
+        assert_eq!(
+            Commit::parse("blend:0.9").unwrap(),
+            Commit::Blend { threshold: 0.9 }
+        );
+        assert!(Commit::parse("blend:-1").is_err() && Commit::parse("blend").is_err());
+        // Blend: sure -> sparsemax; unsure -> every skill alike, "no skill" none. Logits
+        // (2, 0, 0) at temperature 1: softmax top e^2 / (e^2 + 2) = 0.787; sparsemax gives
+        // (1, 0, 0) (tau = 1).
+        let sure = Commit::Blend { threshold: 0.7 }.weights(&[2.0, 0.0, 0.0], 1.0, true);
+        assert_eq!(sure, vec![1.0, 0.0, 0.0]);
+        let unsure = Commit::Blend { threshold: 0.8 }.weights(&[2.0, 0.0, 0.0], 1.0, true);
+        assert_eq!(unsure, vec![0.5, 0.5, 0.0]);
+        let unsure = Commit::Blend { threshold: 0.8 }.weights(&[2.0, 0.0, 0.0], 1.0, false);
+        assert_eq!(unsure, vec![1.0 / 3.0; 3]);
+        // Through the router (outputs a, b, none; gain 2): bias (0, 0, 3) -> softmax top 0.909.
+        r.config.commit = Commit::Blend { threshold: 0.95 };
+        assert_eq!(
+            r.weights_for(&[1.0, 0.0], None, &["a".into(), "b".into()])
+                .unwrap(),
+            vec![1.0, 1.0]
+        );
+        r.config.commit = Commit::Blend { threshold: 0.9 };
+        assert_eq!(
+            r.weights_for(&[1.0, 0.0], None, &["a".into(), "b".into()])
+                .unwrap(),
+            vec![0.0, 0.0]
+        );
         // Saved and loaded with the mode; a config without the field reads as softmax.
         let dir = tempfile::tempdir().unwrap();
         let file = r.save(dir.path()).unwrap();

@@ -61,7 +61,8 @@ impl Selection {
     }
 }
 
-/// Keeps the `top_k` largest weights (0 = all) that are at least `min_weight` in magnitude.
+/// Keeps the `top_k` largest weights (0 = all; weights tied with the k-th stay too) that are at
+/// least `min_weight` in magnitude.
 pub fn select_active(weights: &[f32], top_k: usize, min_weight: f32) -> Selection {
     let mut active: Vec<(usize, f32)> = weights
         .iter()
@@ -70,8 +71,12 @@ pub fn select_active(weights: &[f32], top_k: usize, min_weight: f32) -> Selectio
         .filter(|(_, w)| *w != 0.0 && w.abs() >= min_weight)
         .collect();
     active.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
-    if top_k > 0 {
-        active.truncate(top_k);
+    if top_k > 0 && active.len() > top_k {
+        // Weights tied with the k-th stay: which of equal skills to drop would be arbitrary (a
+        // router's uniform mixture keeps every skill).
+        let kth = active[top_k - 1].1.abs();
+        let keep = active.iter().take_while(|(_, w)| w.abs() >= kth).count();
+        active.truncate(keep);
     }
     Selection { active }
 }
@@ -87,5 +92,10 @@ mod tests {
         let s = select_active(&[0.1, 0.5, 0.02, 0.3], 0, 0.05);
         assert_eq!(s.active.len(), 3);
         assert_eq!(select_active(&[0.0, 0.0], 3, 0.0).active, vec![]);
+        // Ties with the k-th weight are kept, not cut at an arbitrary index.
+        let s = select_active(&[0.25, 0.25, 0.25, 0.25], 3, 0.05);
+        assert_eq!(s.active.len(), 4);
+        let s = select_active(&[0.4, 0.2, 0.2, 0.1, 0.1], 2, 0.0);
+        assert_eq!(s.active, vec![(0, 0.4), (1, 0.2), (2, 0.2)]);
     }
 }

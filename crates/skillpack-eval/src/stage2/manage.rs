@@ -122,7 +122,7 @@ pub struct CommitRouter {
     pub pack: PathBuf,
     /// The router to change (None: the pack's default router).
     pub router: Option<String>,
-    /// `softmax`, `sparsemax` or `top1:THRESHOLD` (see [`Commit::parse`]).
+    /// `softmax`, `sparsemax`, `top1:THRESHOLD` or `blend:THRESHOLD` (see [`Commit::parse`]).
     pub mode: String,
     /// Save as a new router with this name (None: change the router in place).
     pub new_name: Option<String>,
