@@ -194,7 +194,14 @@ def main():
         config = dict(columns)[column]
         return mean([score(config(t), t) for t in group])
 
-    md = ["# Medical pack report (dev splits)", ""]
+    import tomllib
+    with open(os.path.join(a.pack, "pack.toml"), "rb") as f:
+        manifest = tomllib.load(f)
+    base = manifest.get("base", {})
+    md = [f"# Medical pack report: {base.get('model', 'the base model')} (dev splits)", "",
+          f"{manifest.get('pack', {}).get('description', '')}: {base.get('architecture', '?')} architecture, "
+          f"{base.get('n_layer', '?')} layers, width {base.get('n_embd', '?')}, prompts in the "
+          f"`{base.get('prompt_format', 'chat-template')}` format.", ""]
     split_words = {"0": "its **whole dev split**", "select": "its first dev items (the selection's)"}
     md.append(f"Headline metric per task on {split_words.get(a.eval_limit, f'its first {a.eval_limit} dev items')}, "
               "in percent, with the 95 % bootstrap interval over")
