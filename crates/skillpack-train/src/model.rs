@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use skillpack_convert::Activation;
 
 use crate::attention::{rotary_attention, HeadLayout};
-use crate::ops::{frozen_linear, rms_norm, swiglu};
+use crate::ops::{frozen_linear, geglu, rms_norm, swiglu};
 use crate::{LoraModule, ModelWeights, Result};
 
 /// Identifies an adaptable linear layer: block index and HF projection name.
@@ -160,8 +160,7 @@ impl Llama {
             let up = self.linear(l, "up_proj", &normed)?;
             let inner = match arch.activation {
                 Activation::Silu => swiglu(&gate, &up)?,
-                // candle's `gelu` is the tanh approximation (`gelu_pytorch_tanh`).
-                Activation::GeluTanh => (gate.gelu()? * up)?,
+                Activation::GeluTanh => geglu(&gate, &up)?,
             };
             let mut mlp = self.linear(l, "down_proj", &inner)?;
             if let Some(w) = &lw.post_mlp_norm {
