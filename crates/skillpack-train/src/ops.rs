@@ -1419,43 +1419,31 @@ mod tests {
             ) < 1e-5
         );
 
-        // SwiGLU on [3, 5].
-        let (gv, uv) = (
-            Var::from_tensor(&randn(&[3, 5], 13)).unwrap(),
-            Var::from_tensor(&randn(&[3, 5], 14)).unwrap(),
-        );
-        let w = randn(&[3, 5], 15);
-        let reference = (gv.as_tensor().silu().unwrap() * uv.as_tensor()).unwrap();
-        let ours = swiglu(gv.as_tensor(), uv.as_tensor()).unwrap();
-        assert!(max_diff(&ours, &reference) < 1e-6);
-        let (g_ref, g_ours) = (weighted_grads(&reference, &w), weighted_grads(&ours, &w));
-        for v in [&gv, &uv] {
-            assert!(
-                max_diff(
-                    g_ours.get(v.as_tensor()).unwrap(),
-                    g_ref.get(v.as_tensor()).unwrap()
-                ) < 1e-5
+        // SwiGLU on [3, 5]; GeGLU on [4, 9] with gate values spanning GELU's curved part and
+        // both tails: against candle's `silu` / `gelu` (tanh approximation) times `up`.
+        type Gated = fn(&Tensor, &Tensor) -> Result<Tensor>;
+        let cases: [(Gated, fn(&Tensor) -> Result<Tensor>, [usize; 2], f64, u64); 2] = [
+            (swiglu, Tensor::silu, [3, 5], 1.0, 13),
+            (geglu, Tensor::gelu, [4, 9], 3.0, 21),
+        ];
+        for (op, activation, shape, spread, seed) in cases {
+            let (gv, uv) = (
+                Var::from_tensor(&(randn(&shape, seed) * spread).unwrap()).unwrap(),
+                Var::from_tensor(&randn(&shape, seed + 1)).unwrap(),
             );
-        }
-
-        // GeGLU on [4, 9], values spanning GELU's curved part and both tails.
-        let gate_values = (randn(&[4, 9], 21) * 3.0).unwrap();
-        let (gv, uv) = (
-            Var::from_tensor(&gate_values).unwrap(),
-            Var::from_tensor(&randn(&[4, 9], 22)).unwrap(),
-        );
-        let w = randn(&[4, 9], 23);
-        let reference = (gv.as_tensor().gelu().unwrap() * uv.as_tensor()).unwrap();
-        let ours = geglu(gv.as_tensor(), uv.as_tensor()).unwrap();
-        assert!(max_diff(&ours, &reference) < 2e-6);
-        let (g_ref, g_ours) = (weighted_grads(&reference, &w), weighted_grads(&ours, &w));
-        for v in [&gv, &uv] {
-            assert!(
-                max_diff(
-                    g_ours.get(v.as_tensor()).unwrap(),
-                    g_ref.get(v.as_tensor()).unwrap()
-                ) < 1e-5
-            );
+            let w = randn(&shape, seed + 2);
+            let reference = (activation(gv.as_tensor()).unwrap() * uv.as_tensor()).unwrap();
+            let ours = op(gv.as_tensor(), uv.as_tensor()).unwrap();
+            assert!(max_diff(&ours, &reference) < 2e-6);
+            let (g_ref, g_ours) = (weighted_grads(&reference, &w), weighted_grads(&ours, &w));
+            for v in [&gv, &uv] {
+                assert!(
+                    max_diff(
+                        g_ours.get(v.as_tensor()).unwrap(),
+                        g_ref.get(v.as_tensor()).unwrap()
+                    ) < 1e-5
+                );
+            }
         }
 
         // LoRA linear against the composite x Wᵀ + s (x Aᵀ) Bᵀ.
