@@ -1422,7 +1422,8 @@ mod tests {
         // SwiGLU on [3, 5]; GeGLU on [4, 9] with gate values spanning GELU's curved part and
         // both tails: against candle's `silu` / `gelu` (tanh approximation) times `up`.
         type Gated = fn(&Tensor, &Tensor) -> Result<Tensor>;
-        let cases: [(Gated, fn(&Tensor) -> Result<Tensor>, [usize; 2], f64, u64); 2] = [
+        type Activation = fn(&Tensor) -> Result<Tensor>;
+        let cases: [(Gated, Activation, [usize; 2], f64, u64); 2] = [
             (swiglu, Tensor::silu, [3, 5], 1.0, 13),
             (geglu, Tensor::gelu, [4, 9], 3.0, 21),
         ];
