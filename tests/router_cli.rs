@@ -123,6 +123,20 @@ fn routers_train_route_and_evaluate() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["training"]["examples"], 36 + 2 * 3, "{v}");
     assert_eq!(v["training"]["prompts"], 3, "{v}");
+    // Prompts labelled `none` (requests no skill should answer) add a "no skill" output.
+    let with_none = tmp.path().join("with-none.jsonl");
+    let mut text = std::fs::read_to_string(&prompts).unwrap();
+    text.push_str(r#"{"id": "none-1", "skill": "none", "prompt": "write a haiku about the sea"}"#);
+    std::fs::write(&with_none, text).unwrap();
+    let (ok, out, err) = with_prompts(&with_none);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["training"]["prompts"], 4, "{v}");
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(pack.join("routers/with-prompts.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["none_entry"], true, "{saved}");
     let unknown = tmp.path().join("unknown.jsonl");
     std::fs::write(
         &unknown,
@@ -132,7 +146,9 @@ fn routers_train_route_and_evaluate() {
     let (ok, _, err) = with_prompts(&unknown);
     assert!(!ok);
     assert!(
-        err.contains("unknown.jsonl") && err.contains("`triage`") && err.contains("ner, qa, re"),
+        err.contains("unknown.jsonl")
+            && err.contains("`triage`")
+            && err.contains("ner, qa, re; or `none`"),
         "{err}"
     );
     // End-to-end on a few train items of `task`, two steps, three held-out items.

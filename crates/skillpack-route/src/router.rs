@@ -294,6 +294,18 @@ impl Router {
         Ok(p)
     }
 
+    /// The router's choice for a prompt: its heaviest output under the commit mode (the first
+    /// of equals) — a skill id, or `none` for the "no skill" output or a zero gain — with that
+    /// output's weight.
+    pub fn top_output(&self, features: &[f32], temperature: Option<f32>) -> Result<(&str, f32)> {
+        let p = self.probabilities(features, temperature)?;
+        let top = (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+        Ok(match self.config.skills.get(top) {
+            Some(skill) if self.config.gain > 0.0 => (skill.as_str(), p[top] * self.config.gain),
+            _ => ("none", p[top]),
+        })
+    }
+
     /// Weight per skill id (the "no skill" mass dropped, times the gain).
     pub fn skill_weights(
         &self,
@@ -557,6 +569,9 @@ mod tests {
                 .unwrap(),
             vec![0.0, 0.0]
         );
+        // The router's choice names the "no skill" output when it wins, whatever the mode.
+        r.config.commit = Commit::Softmax;
+        assert_eq!(r.top_output(&[1.0, 0.0], None).unwrap().0, "none");
         assert_eq!(
             Commit::parse("top1:0.6").unwrap(),
             Commit::Top1 { threshold: 0.6 }

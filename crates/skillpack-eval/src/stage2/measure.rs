@@ -9,7 +9,7 @@ use std::time::Instant;
 use skillpack_data::tasks::{self, Split};
 use skillpack_llama::{Context, ContextParams, Sampler, SamplerParams, Token};
 use skillpack_pack::Pack;
-use skillpack_route::training::{median, top_skill};
+use skillpack_route::training::median;
 use skillpack_route::{FeatureExtractor, FeatureKind};
 
 use super::{load_model, names_or_all, prompt_features, Progress};
@@ -344,8 +344,7 @@ pub fn routing_accuracy(
         let mut per_skill: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let mut misses = Vec::new();
         for (p, f) in prompts.iter().zip(features) {
-            let weights = router.skill_weights(f, None)?;
-            let (top, weight) = top_skill(&weights);
+            let (top, weight) = router.top_output(f, None)?;
             let entry = per_skill.entry(p.skill.clone()).or_default();
             entry.1 += 1;
             if top == p.skill {

@@ -320,9 +320,14 @@ pub fn train_router(config: &RouterTraining, progress: &mut dyn Progress) -> Res
     })
 }
 
+/// The skill label of a routing prompt that no skill should answer (an out-of-domain request:
+/// the router learns a "no skill" output from these, and the base model answers them).
+pub const NO_SKILL: &str = "none";
+
 /// The prompts of the routing set at `path` as training rows, each `repeats` times: the user
-/// message as the query (no context), labelled with its skill's index in `skills`. Their
-/// phrasing is `prompts#LINE`, so held-out selection sets aside whole prompts (every fourth).
+/// message as the query (no context), labelled with its skill's index in `skills` ([`NO_SKILL`]
+/// prompts get `skills.len()`, the "no skill" output). Their phrasing is `prompts#LINE`, so
+/// held-out selection sets aside whole prompts (every fourth).
 fn prompt_samples(path: &Path, skills: &[String], repeats: usize) -> Result<Vec<(usize, Record)>> {
     if repeats == 0 {
         return Err(EvalError::Invalid(
@@ -334,9 +339,11 @@ fn prompt_samples(path: &Path, skills: &[String], repeats: usize) -> Result<Vec<
         .into_iter()
         .enumerate()
     {
-        let k = skills.iter().position(|s| *s == p.skill).ok_or_else(|| {
+        let position = skills.iter().position(|s| *s == p.skill);
+        let no_skill = (p.skill == NO_SKILL).then_some(skills.len());
+        let k = position.or(no_skill).ok_or_else(|| {
             EvalError::Invalid(format!(
-                "{}: prompt `{}` asks for skill `{}`, which the pack does not have ({})",
+                "{}: prompt `{}` asks for skill `{}`, which the pack does not have ({}; or `none`)",
                 path.display(),
                 p.id,
                 p.skill,
@@ -379,6 +386,10 @@ fn skill_data_router(
     let prompts = record_prompts(samples.iter().map(|(_, r)| r));
     let features = prompt_features(extractor, run.model, &prompts, "features", progress)?;
     let labels: Vec<usize> = samples.iter().map(|(k, _)| *k).collect();
+    // "No skill" prompts add an output after the skills.
+    let skills = run.skills.len();
+    let none_entry = labels.contains(&skills);
+    let outputs = skills + none_entry as usize;
     let (mean, std) = fit::standardization(&features);
     let inputs = standardize_rows(&features, &mean, &std);
     let router = |config: RouterConfig, weight, bias| Router {
@@ -391,22 +402,27 @@ fn skill_data_router(
     if config.method == RouterMethod::Prototype {
         let temperature = config.temperature.unwrap_or(0.1);
         // Temperature 1 inside the rows; the stored one sharpens at inference.
-        let weight = fit::prototypes(&inputs, &labels, run.skills.len(), 1.0);
+        let weight = fit::prototypes(&inputs, &labels, outputs, 1.0);
         let training = serde_json::json!({"examples": inputs.len(), "per_skill": config.per_skill,
             "prompts": extra, "prompt_repeats": config.prompt_repeats});
         return Ok(router(
-            run.router_config("prototype", false, temperature, true, training),
+            run.router_config("prototype", none_entry, temperature, true, training),
             weight,
-            vec![0.0; run.skills.len()],
+            vec![0.0; outputs],
         ));
     }
-    let mut targets = one_hot(&labels, run.skills.len());
+    let mut targets = one_hot(&labels, outputs);
     if config.soft_labels > 0 {
-        let chosen = first_rows_per_class(&labels, config.soft_labels);
+        // Soft labels come from the skills' answer losses: "no skill" prompts have no answer.
+        let chosen: Vec<usize> = first_rows_per_class(&labels, config.soft_labels)
+            .into_iter()
+            .filter(|&i| labels[i] < skills)
+            .collect();
         let records: Vec<&Record> = chosen.iter().map(|&i| &samples[i].1).collect();
         let losses = skill_answer_losses(run.model, &run.pack, &records, config.threads, progress)?;
         for (row, &i) in chosen.iter().enumerate() {
             targets[i] = soft_label(&losses[row], config.soft_tau);
+            targets[i].resize(outputs, 0.0);
         }
         let agree = chosen
             .iter()
@@ -435,7 +451,7 @@ fn skill_data_router(
     Ok(router(
         run.router_config(
             "linear",
-            false,
+            none_entry,
             config.temperature.unwrap_or(1.0),
             false,
             training,
