@@ -55,9 +55,11 @@ ROUTING_PROMPTS=${ROUTING_PROMPTS:-examples/routing/train.jsonl}
 PROMPT_REPEATS=${PROMPT_REPEATS:-5}
 # Routers trained only to compare with the default (other features): general-embedding (mean
 # token embeddings), prototype and general-hidden (mean hidden states: a forward pass over every
-# record, the costliest). A longer build (a bigger model) may keep fewer.
+# record, the costliest); and general-none, the default's training plus the off-topic requests of
+# examples/routing/offtopic-train.jsonl labelled `none` (a "no skill" output: requests outside
+# medicine get the base model). A longer build (a bigger model) may keep fewer.
 # `none` trains none of them.
-CANDIDATE_ROUTERS=${CANDIDATE_ROUTERS:-"general-embedding prototype general-hidden"}
+CANDIDATE_ROUTERS=${CANDIDATE_ROUTERS:-"general-embedding prototype general-hidden general-none"}
 # Items per task of the final table: 0 = whole dev splits; `select` = the selection's first
 # 100-200 items (then the final table costs only the configurations the selection did not run,
 # and base and the default routing are evaluated on the whole dev splits after it, in eval-whole:
@@ -160,9 +162,15 @@ if stage routers; then
   candidate general-hidden && { has_router general-hidden || timed router-general-hidden "$BIN" \
     router train --pack "$BUILD" --method supervised --data "$WORK/data" --name general-hidden \
     --soft-labels 10 --threads "$THREADS" --seed "$SEED" >&2; }
+  if candidate general-none && ! has_router general-none; then
+    cat "$ROUTING_PROMPTS" examples/routing/offtopic-train.jsonl >"$WORK/routing-prompts-with-none.jsonl"
+    timed router-general-none "$BIN" router train --pack "$BUILD" --method supervised \
+      --features segment-lexical --data "$WORK/data" --prompts "$WORK/routing-prompts-with-none.jsonl" \
+      --prompt-repeats "$PROMPT_REPEATS" --name general-none --threads "$THREADS" --seed "$SEED" >&2
+  fi
   # Temperature scaling on the skills' own dev records (each skill was trained at scale 1; an
   # uncalibrated softmax dilutes it). Idempotent: the fit starts from the router's weights.
-  for r in general general-hidden general-embedding; do
+  for r in general general-hidden general-embedding general-none; do
     has_router "$r" || continue
     [[ -s "$WORK/calibrate-$r.json" ]] || timed "calibrate-$r" "$BIN" router calibrate --pack "$BUILD" \
       --router "$r" --data "$WORK/data" --threads "$THREADS" --json >"$WORK/calibrate-$r.json"
@@ -172,6 +180,10 @@ if stage routers; then
     --name general-top1 >&2
   has_router general-sparsemax || "$BIN" router commit --pack "$BUILD" --router general \
     --mode sparsemax --name general-sparsemax >&2
+  if has_router general-none && ! has_router general-none-sparsemax; then
+    "$BIN" router commit --pack "$BUILD" --router general-none --mode sparsemax \
+      --name general-none-sparsemax >&2
+  fi
   # Stage 2: warm-started from `general`, selected by each task's own metric on held-out train
   # items among the warm start, the base model and the trained heads.
   for t in $SEEN $UNSEEN; do
@@ -236,8 +248,9 @@ for line in open(prompts):
 PY
     mv "$WORK/freeform-answers.jsonl.tmp" "$WORK/freeform-answers.jsonl"
   fi
-  # Top-1 routing on the free-form prompts: the tuning set, and the held-out one (never tuned on).
-  for set in freeform-dev freeform; do
+  # Top-1 routing on the free-form prompts: the tuning set, and the held-out one (never tuned on);
+  # and how many held-out off-topic requests go to no skill.
+  for set in freeform-dev freeform offtopic; do
     "$BIN" router accuracy --pack "$BUILD" --set "examples/routing/$set.jsonl" --json \
       >"$WORK/$set.json.tmp"
     mv "$WORK/$set.json.tmp" "$WORK/$set.json"

@@ -384,7 +384,8 @@ def main():
         for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
             md.append(f"| **{label}** | " + " | ".join(pct(mean([ub.get((c, t)) for t in group])) for c in ucols) + " |")
         md.append("")
-    sets = [("freeform.json", "held-out set, never tuned on"), ("freeform-dev.json", "tuning set")]
+    sets = [("freeform.json", "held-out set, never tuned on"), ("freeform-dev.json", "tuning set"),
+            ("offtopic.json", "held-out requests outside medicine: the right choice is no skill")]
     if any(os.path.exists(os.path.join(a.work, name)) for name, _ in sets):
         md.append("## Routing prompts written in users' own words")
         md.append("")

@@ -21,7 +21,8 @@ fn medical_pack_fits_and_routes() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["skills"], 12);
     // Every router of the report: general (b) — its softmax head, the committing copies (sparsemax,
-    // the default, and top-1), and the candidates on hidden and embedding features —, prototype (c),
+    // the default, and top-1), the candidates on hidden and embedding features and the one with a
+    // trained "no skill" output —, prototype (c),
     // and an end-to-end router (a) per task, each bound to its task.
     let (ok, out, err) = skillpack(&[&"router", &"list", &"--pack", &pack(), &"--json"]);
     assert!(ok, "{err}");
@@ -49,6 +50,8 @@ fn medical_pack_fits_and_routes() {
                 "general-top1",
                 "general-embedding",
                 "general-hidden",
+                "general-none",
+                "general-none-sparsemax",
                 "prototype",
             ]
             .iter()
@@ -57,30 +60,46 @@ fn medical_pack_fits_and_routes() {
         .collect();
     expected.sort();
     assert_eq!(routers, expected);
+    // A router's weights for a prompt, as `router show` prints them.
+    let weights_of = |router: &str, prompt: &str| {
+        let (ok, out, err) = skillpack(&[
+            &"router",
+            &"show",
+            &"--pack",
+            &pack(),
+            &"--router",
+            &router,
+            &prompt,
+            &"--json",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["weights"].as_array().unwrap().clone()
+    };
     for router in ["general", "general-sparsemax", "general-embedding"] {
         for (prompt, skill) in [(NER, "ner"), (MCQA, "mcqa"), (QA, "qa")] {
-            let (ok, out, err) = skillpack(&[
-                &"router",
-                &"show",
-                &"--pack",
-                &pack(),
-                &"--router",
-                &router,
-                &prompt,
-                &"--json",
-            ]);
-            assert!(ok, "{err}");
-            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-            let top = v["weights"]
-                .as_array()
-                .unwrap()
+            let weights = weights_of(router, prompt);
+            let top = weights
                 .iter()
                 .max_by(|a, b| a[1].as_f64().unwrap().total_cmp(&b[1].as_f64().unwrap()))
-                .unwrap()
-                .clone();
-            assert_eq!(top[0], skill, "{router} on {prompt:.40}: {v}");
+                .unwrap();
+            assert_eq!(top[0], skill, "{router} on {prompt:.40}: {weights:?}");
         }
     }
+    // The router with a trained "no skill" output leaves a request outside medicine to the base
+    // model (every skill at 0) and still sends a medical question to its skill.
+    let off_topic = weights_of(
+        "general-none-sparsemax",
+        "How do I reverse a linked list in Python?",
+    );
+    assert!(off_topic.iter().all(|w| w[1] == 0.0), "{off_topic:?}");
+    let medical = weights_of("general-none-sparsemax", QA);
+    assert!(
+        medical
+            .iter()
+            .any(|w| w[0] == "qa" && w[1].as_f64().unwrap() > 0.9),
+        "{medical:?}"
+    );
     let (ok, out, err) = skillpack(&[
         &"run",
         &"--pack",
