@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 SETTINGS=""
 for var in MODEL PACK WORK MODEL_TITLE MIN_STEPS EVAL_EVERY PATIENCE DEV_LIMIT SKILLS \
   ROUTING_PROMPTS PROMPT_REPEATS CANDIDATE_ROUTERS EVAL_LIMIT SCORING SELECT_CONFIGS SELECT_LIMIT \
-  SINGLE_SKILLS EVAL_WHOLE TASK_ROUTER_ARGS; do
+  SINGLE_SKILLS EVAL_WHOLE TASK_ROUTER_ARGS TASK_ROUTER_TASKS EVAL_USER; do
   [[ -n "${!var:-}" ]] && SETTINGS+="$var=$(printf '%q' "${!var}") "
 done
 
@@ -81,6 +81,10 @@ EVAL_WHOLE=${EVAL_WHOLE:-1}
 # Extra arguments of every stage-2 task router's training (`router train --method end-to-end`),
 # for a slower model to trim, e.g. "--steps 40 --validation-limit 40" (stated in the report).
 TASK_ROUTER_ARGS=${TASK_ROUTER_ARGS:-}
+# The tasks that get a stage-2 router (unset: all nine; fewer, or none, where CPU time is short).
+TASK_ROUTER_TASKS=${TASK_ROUTER_TASKS-"$SEEN $UNSEEN"}
+# 1: also evaluate the selection items worded as users would (base and the default routing).
+EVAL_USER=${EVAL_USER:-1}
 
 # Every command takes its model from SKILLPACK_MODEL when none is given.
 if [[ -n "${MODEL:-}" ]]; then
@@ -186,7 +190,7 @@ if stage routers; then
   fi
   # Stage 2: warm-started from `general`, selected by each task's own metric on held-out train
   # items among the warm start, the base model and the trained heads.
-  for t in $SEEN $UNSEEN; do
+  for t in $TASK_ROUTER_TASKS; do
     has_router "task-$t" || timed "router-task-$t" "$BIN" router train --pack "$BUILD" --method end-to-end \
       --features segment-lexical --task "$t" --raw "$RAW" --name "task-$t" --threads "$THREADS" \
       --seed "$SEED" $TASK_ROUTER_ARGS >&2
@@ -216,7 +220,7 @@ if stage eval; then
   # that fell back to `general` or to the base model shares their predictions (same weights).
   configs="base,router:general"
   [[ $best == general ]] || configs="$configs,router:$best"
-  for t in $SEEN $UNSEEN; do configs="$configs,router:task-$t@task"; done
+  for t in $SEEN $UNSEEN; do has_router "task-$t" && configs="$configs,router:task-$t@task"; done
   for s in $SINGLE_SKILLS; do configs="$configs,skill:$s"; done
   configs="$configs,uniform"
   limit=(--limit "$EVAL_LIMIT")
@@ -225,7 +229,7 @@ if stage eval; then
     "${limit[@]}" --task-calibration "$SCORING" --threads "$THREADS" --out "$WORK/eval" --resume \
     --reuse "$WORK/eval-select" >&2
   # The same items worded as a user would type them (no skill template uses these words).
-  timed eval-user "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --prompt-variant user \
+  [[ $EVAL_USER == 1 ]] && timed eval-user "$BIN" eval --all --pack "$BUILD" --raw "$RAW" --prompt-variant user \
     --configs "base,router:$best" "${limit[@]}" --task-calibration "$SCORING" \
     --threads "$THREADS" --out "$WORK/eval-user" --resume >&2
   # How the pack answers prompts in users' own words: the first 3 free-form prompts of each
