@@ -27,7 +27,7 @@ SETTINGS=""
 for var in MODEL PACK WORK MODEL_TITLE MIN_STEPS EVAL_EVERY PATIENCE DEV_LIMIT SKILLS \
   ROUTING_PROMPTS PROMPT_REPEATS CANDIDATE_ROUTERS EVAL_LIMIT SCORING SELECT_CONFIGS SELECT_LIMIT \
   SINGLE_SKILLS EVAL_WHOLE TASK_ROUTER_ARGS TASK_ROUTER_TASKS EVAL_USER; do
-  [[ -n "${!var:-}" ]] && SETTINGS+="$var=$(printf '%q' "${!var}") "
+  [[ -n "${!var+set}" ]] && SETTINGS+="$var=$(printf '%q' "${!var}") "
 done
 
 RAW=${RAW:-../shared/data/raw}
@@ -76,7 +76,7 @@ SCORING=${SCORING:-medqa=permutation,medmcqa=permutation}
 # of the final table, and whether base and the default also run on the whole dev splits.
 SELECT_CONFIGS=${SELECT_CONFIGS:-base,router:general,router:general-top1,router:general-sparsemax,uniform}
 SELECT_LIMIT=${SELECT_LIMIT:-}
-SINGLE_SKILLS=${SINGLE_SKILLS:-"mrc mcqa qa ner re er mldc nli ts"}
+SINGLE_SKILLS=${SINGLE_SKILLS-"mrc mcqa qa ner re er mldc nli ts"}
 EVAL_WHOLE=${EVAL_WHOLE:-1}
 # Extra arguments of every stage-2 task router's training (`router train --method end-to-end`),
 # for a slower model to trim, e.g. "--steps 40 --validation-limit 40" (stated in the report).
