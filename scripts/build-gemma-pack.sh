@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Gemma-3-270M medical pack (examples/packs/medical-gemma3-270m) with the same
 # pipeline as the default model's, in the settings its REPORT.md states: a smaller budget than the
-# SmolLM2 pack's, because Gemma's 262,144-token output layer makes every step and every generated
-# token several times dearer on a CPU (skills: 100 steps each; stage 2 on three tasks; the
+# SmolLM2 pack's, because Gemma's 262,144-row output layer runs at every answer token in training
+# and every generated token (skills: 100 steps each; stage 2 on three tasks; the
 # selection and final tables on each task's first 100 dev items; no user-worded table).
 #
 #   scripts/build-gemma-pack.sh                         # everything, resumably
