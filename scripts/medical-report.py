@@ -171,8 +171,11 @@ def main():
         return max(singles, key=lambda x: x[1]) if singles else (None, None)
 
     # The final table (whole dev splits): column label -> configuration for a task.
-    columns = [("base", lambda t: "base"), ("uniform", lambda t: "uniform"),
-               ("best single skill", lambda t: best_single(t)[0])]
+    columns = [("base", lambda t: "base"), ("uniform", lambda t: "uniform")]
+    # A build may evaluate no single skill (SINGLE_SKILLS empty): then no oracle column.
+    has_singles = any(c.startswith("skill:") for c in configs)
+    if has_singles:
+        columns.append(("best single skill", lambda t: best_single(t)[0]))
     if default != "general":
         columns.append((f"{default} (default)", lambda t: f"router:{default}"))
     columns.append(("general" + (" (default)" if default == "general" else ""), lambda t: "router:general"))
@@ -214,16 +217,20 @@ def main():
         items = by[("base", task)]["items"] if ("base", task) in by else "–"
         name = TITLES[task] + ("" if task in SEEN else " (unseen)")
         cells = [with_interval(config(task), task) for _, config in columns]
-        single_column = [label for label, _ in columns].index("best single skill")
-        cells[single_column] += f" ({(best_single(task)[0] or '–').removeprefix('skill:')})"
+        if has_singles:
+            single_column = [label for label, _ in columns].index("best single skill")
+            cells[single_column] += f" ({(best_single(task)[0] or '–').removeprefix('skill:')})"
         md.append(f"| {name} | {metric} | {items} | " + " | ".join(cells) + " |")
     for label, group in [("mean of seen", SEEN), ("mean of unseen", UNSEEN)]:
         md.append(f"| **{label}** | | | " + " | ".join(pct(group_mean(group, c)) for c, _ in columns) + " |")
     md.append("")
     md.append(f"`{default}` is the pack's default routing, chosen below on the first items of each task. `general` reads")
     md.append("no hidden state (segment-lexical features: no extra forward pass). Each task router is selected on")
-    md.append("held-out train items of its task. The best single skill is picked per task among the skills that fit it,")
-    md.append("with the dev scores themselves (an oracle choice, as a bound for routing).")
+    if has_singles:
+        md.append("held-out train items of its task. The best single skill is picked per task among the skills that fit it,")
+        md.append("with the dev scores themselves (an oracle choice, as a bound for routing).")
+    else:
+        md.append("held-out train items of its task. No single skill was evaluated alone in this build (SINGLE_SKILLS).")
     md.append("")
 
     # The selection (each task's first dev items): committing modes and router candidates.
@@ -237,8 +244,9 @@ def main():
     if select:
         md.append("## Choosing the default routing and the router features")
         md.append("")
-        md.append("On each task's first dev items (every configuration on the same items; the whole splits above are")
-        md.append("for the chosen default): `general` with softmax weights, committing to its top skill when its weight is")
+        md.append("On each task's first dev items (every configuration on the same items"
+                  + ("; the whole splits above are for the chosen default" if a.eval_limit == "0" else "") + "):")
+        md.append("`general` with softmax weights, committing to its top skill when its weight is")
         md.append("≥ 0.5 (`general-top1`) or to a sparse set (`general-sparsemax`); routers on other features —")
         md.append("`general-hidden` (mean hidden states: one extra forward pass), `general-embedding` (mean token")
         md.append("embeddings) and `prototype` (nearest skill centroid, no training); uniform weights over all twelve skills.")
@@ -262,14 +270,16 @@ def main():
     md.append("## Targets")
     md.append("")
     md.append(f"The pack's default routing is `router:{default}`. Targets: its mean ≥ 1.40 × base on the seen tasks and")
-    md.append("≥ 1.55 × on the unseen ones, ≥ the best single skill (oracle) on each group's mean, no task below base beyond")
+    md.append("≥ 1.55 × on the unseen ones, " + ("≥ the best single skill (oracle) on each group's mean, " if has_singles else "")
+              + "no task below base beyond")
     md.append("its interval, no collapsed classifier among the default and the task routers, every task router ≥ `general`")
     md.append("on its task, ≥ 90 % top-1 on the free-form routing set, routing overhead ≤ 1.10.")
     md.append("")
     md.append("| group | routing | mean | × base | target | vs best single skill (points) |")
     md.append("|---|---|---|---|---|---|")
     for label, group, target in [("seen", SEEN, 1.40), ("unseen", UNSEEN, 1.55)]:
-        base, single = group_mean(group, "base"), group_mean(group, "best single skill")
+        base = group_mean(group, "base")
+        single = group_mean(group, "best single skill") if has_singles else None
         for column, _ in columns:
             if column in ("base", "uniform", "best single skill"):
                 continue
