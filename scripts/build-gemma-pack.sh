@@ -2,7 +2,7 @@
 # Builds the Gemma-3-270M medical pack (examples/packs/medical-gemma3-270m) with the same
 # pipeline as the default model's, in the settings its REPORT.md states: a smaller budget than the
 # SmolLM2 pack's, because Gemma's 262,144-row output layer runs at every answer token in training
-# and every generated token (skills: 100 steps each; stage 2 on three tasks; the
+# and every generated token (skills: 100 steps each; stage 2 on five tasks; the
 # selection and final tables on each task's first 100 dev items; no user-worded table).
 #
 #   scripts/build-gemma-pack.sh                         # everything, resumably
@@ -24,6 +24,6 @@ export CANDIDATE_ROUTERS=${CANDIDATE_ROUTERS:-general-none}
 export EVAL_LIMIT=${EVAL_LIMIT:-select} SELECT_LIMIT=${SELECT_LIMIT:-100}
 export SELECT_CONFIGS=${SELECT_CONFIGS:-base,router:general,router:general-sparsemax,uniform}
 export SINGLE_SKILLS=${SINGLE_SKILLS-} EVAL_WHOLE=${EVAL_WHOLE:-0} EVAL_USER=${EVAL_USER:-0}
-export TASK_ROUTER_TASKS=${TASK_ROUTER_TASKS-"pubmedqa hoc covidqa"}
+export TASK_ROUTER_TASKS=${TASK_ROUTER_TASKS-"pubmedqa hoc covidqa healthver meqsum"}
 export TASK_ROUTER_ARGS=${TASK_ROUTER_ARGS-"--steps 40 --validation-limit 40"}
 exec scripts/build-medical-pack.sh "$@"
